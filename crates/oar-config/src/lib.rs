@@ -1,0 +1,1 @@
+//! GitLab Runner compatible config.toml model: parse, validate, edit.

@@ -1,0 +1,1 @@
+//! GitLab runner API client and wire types.

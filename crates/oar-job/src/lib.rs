@@ -1,0 +1,1 @@
+//! The Oar job driver: stage plan, script generation, variables, masking, trace streaming.

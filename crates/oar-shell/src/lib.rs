@@ -1,0 +1,1 @@
+//! Oar's shell executor: job stages as local processes.

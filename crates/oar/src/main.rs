@@ -1,0 +1,2 @@
+//! The oar binary.
+fn main() {}
