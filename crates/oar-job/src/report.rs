@@ -1,0 +1,272 @@
+//! Streaming the job log to GitLab and sending the final state.
+//!
+//! The streamer PATCHes new log bytes as they come, at most once per update interval (3 s, or
+//! what GitLab asks for), the first bytes at once; it touches the job (`PUT state=running`)
+//! when nothing was sent for a while, and watches every answer for `Job-Status` to turn
+//! GitLab's cancel requests into [`JobControl`] signals. When the job is done, [`Reporter::finish`]
+//! sends what is left and the final state, looping on `202` and resyncing on `416`, so that
+//! GitLab holds exactly the bytes whose checksum it is given.
+
+use crate::outcome::JobOutcome;
+use crate::runner::JobControl;
+use crate::tracelog::TraceLog;
+use oar_gitlab::{
+    Client, JobOutput, PatchOutcome, RemoteJobState, Token, UpdateJobRequest, UpdateOutcome,
+    VersionInfo,
+};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Timings of the streamer.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    /// Default interval between PATCHes (GitLab Runner: 3 s).
+    pub interval: Duration,
+    /// Touch the job when nothing was sent for this long (GitLab Runner: 30 s).
+    pub force_send_interval: Duration,
+    /// Attempts of the final phase (`job_status_final_update_retry_limit`, default 10).
+    pub final_retry_limit: u32,
+    /// Largest PATCH body (1 MiB).
+    pub max_patch: usize,
+}
+
+impl Default for ReporterConfig {
+    fn default() -> Self {
+        ReporterConfig {
+            interval: Duration::from_secs(3),
+            force_send_interval: Duration::from_secs(30),
+            final_retry_limit: 10,
+            max_patch: 1024 * 1024,
+        }
+    }
+}
+
+/// Talks to GitLab about one job, with the job's token.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    client: Client,
+    job_id: i64,
+    token: Token,
+    info: VersionInfo,
+    debug_trace: bool,
+    failure_reasons: Vec<String>,
+    cfg: ReporterConfig,
+}
+
+/// Where the streamer got to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamState {
+    /// Bytes GitLab holds.
+    pub sent: u64,
+    /// The current update interval.
+    pub interval: Option<Duration>,
+}
+
+impl Reporter {
+    /// A reporter for job `job_id`.
+    pub fn new(
+        client: Client,
+        job_id: i64,
+        token: Token,
+        info: VersionInfo,
+        failure_reasons: Vec<String>,
+        cfg: ReporterConfig,
+    ) -> Self {
+        Reporter { client, job_id, token, info, debug_trace: false, failure_reasons, cfg }
+    }
+
+    /// Marks the trace as a debug trace (`CI_DEBUG_TRACE`).
+    pub fn with_debug_trace(mut self, on: bool) -> Self {
+        self.debug_trace = on;
+        self
+    }
+
+    fn apply_remote(&self, remote: &RemoteJobState, control: &JobControl, interval: &mut Duration) {
+        if let Some(i) = remote.update_interval {
+            *interval = i;
+        }
+        if remote.is_aborted() {
+            control.aborted.cancel();
+        } else if remote.is_canceling() && !control.canceling.is_cancelled() {
+            tracing::info!(job_id = self.job_id, "GitLab asked to cancel the job");
+            control.canceling.cancel();
+        }
+    }
+
+    async fn patch(&self, log: &TraceLog, sent: &mut u64, control: &JobControl, interval: &mut Duration) -> bool {
+        let data = log.read(*sent, self.cfg.max_patch);
+        if data.is_empty() {
+            return true;
+        }
+        match self.client.patch_trace(self.job_id, &self.token, *sent, data, self.debug_trace).await {
+            Ok((outcome, remote)) => {
+                self.apply_remote(&remote, control, interval);
+                match outcome {
+                    PatchOutcome::Sent { offset } => {
+                        *sent = offset;
+                        true
+                    }
+                    PatchOutcome::RangeMismatch { offset } => {
+                        tracing::warn!(job_id = self.job_id, offset, "trace offset mismatch; resuming at GitLab's offset");
+                        *sent = offset.min(log.len());
+                        false
+                    }
+                    PatchOutcome::Abort(status) => {
+                        tracing::warn!(job_id = self.job_id, status, "GitLab refused the trace; stopping the job");
+                        control.aborted.cancel();
+                        false
+                    }
+                    PatchOutcome::Retry(status) => {
+                        tracing::warn!(job_id = self.job_id, status, "trace update failed; will retry");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id = self.job_id, error = %e, "trace update failed; will retry");
+                false
+            }
+        }
+    }
+
+    async fn touch(&self, log: &TraceLog, control: &JobControl, interval: &mut Duration) {
+        let req = self.update_request("running", log, None);
+        match self.client.update_job(self.job_id, &req).await {
+            Ok((UpdateOutcome::Abort(status), remote)) => {
+                self.apply_remote(&remote, control, interval);
+                tracing::warn!(job_id = self.job_id, status, "GitLab refused a keep-alive; stopping the job");
+                control.aborted.cancel();
+            }
+            Ok((_, remote)) => self.apply_remote(&remote, control, interval),
+            Err(e) => tracing::warn!(job_id = self.job_id, error = %e, "keep-alive failed"),
+        }
+    }
+
+    /// Streams `log` until `done` fires, feeding cancel requests into `control`.
+    pub async fn stream(&self, log: TraceLog, control: JobControl, done: CancellationToken) -> StreamState {
+        let mut sent = 0u64;
+        let mut interval = self.cfg.interval;
+        let mut last_patch: Option<Instant> = None;
+        let mut last_contact = Instant::now();
+        loop {
+            let changed = log.changed();
+            tokio::pin!(changed);
+            if sent < log.len() {
+                let due = last_patch.map_or_else(Instant::now, |t| t + interval);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = done.cancelled() => break,
+                }
+                self.patch(&log, &mut sent, &control, &mut interval).await;
+                last_patch = Some(Instant::now());
+                last_contact = Instant::now();
+            } else {
+                let touch_at = last_contact + self.cfg.force_send_interval;
+                tokio::select! {
+                    _ = &mut changed => {}
+                    // A periodic look, in case a write raced the check above.
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = tokio::time::sleep_until(touch_at) => {
+                        self.touch(&log, &control, &mut interval).await;
+                        last_contact = Instant::now();
+                    }
+                    _ = done.cancelled() => break,
+                }
+            }
+        }
+        StreamState { sent, interval: Some(interval) }
+    }
+
+    fn update_request(&self, state: &str, log: &TraceLog, outcome: Option<&JobOutcome>) -> UpdateJobRequest {
+        let checksum = log.checksum();
+        UpdateJobRequest {
+            info: self.info.clone(),
+            token: self.token.clone(),
+            state: state.to_string(),
+            failure_reason: outcome
+                .and_then(|o| o.failure)
+                .map(|f| f.for_server(&self.failure_reasons).to_string())
+                .unwrap_or_default(),
+            checksum: checksum.clone(),
+            output: JobOutput { checksum, bytesize: log.len() },
+            exit_code: outcome.and_then(|o| o.exit_code).unwrap_or(0),
+        }
+    }
+
+    /// Sends the rest of the log and the final state. Returns whether GitLab accepted it.
+    pub async fn finish(&self, log: &TraceLog, outcome: &JobOutcome, state: StreamState) -> bool {
+        log.finish();
+        let control = JobControl::default();
+        let mut interval = state.interval.unwrap_or(self.cfg.interval).min(self.cfg.interval);
+        let mut sent = state.sent;
+        let mut failures = 0u32;
+        let backoff = oar_gitlab::retry::Backoff::new_unchecked(Duration::from_secs(1), Duration::from_secs(60), 2);
+        while failures < self.cfg.final_retry_limit {
+            let mut stalled = false;
+            while sent < log.len() && !control.aborted.is_cancelled() {
+                if !self.patch(log, &mut sent, &control, &mut interval).await {
+                    stalled = true;
+                    break;
+                }
+            }
+            if control.aborted.is_cancelled() {
+                // GitLab already finalised the job; the final PUT would only get 403.
+                return false;
+            }
+            if stalled {
+                failures += 1;
+                tokio::time::sleep(backoff.delay(failures)).await;
+                continue;
+            }
+            let req = self.update_request(outcome.state(), log, Some(outcome));
+            match self.client.update_job(self.job_id, &req).await {
+                Ok((UpdateOutcome::Ok, _)) => return true,
+                Ok((UpdateOutcome::Accepted, remote)) => {
+                    let wait = remote.update_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(60));
+                    tracing::debug!(job_id = self.job_id, ?wait, "final update accepted; waiting for GitLab");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok((UpdateOutcome::TraceReset, _)) => {
+                    tracing::warn!(job_id = self.job_id, "GitLab asked for the whole trace again");
+                    sent = 0;
+                    failures += 1;
+                }
+                Ok((UpdateOutcome::Abort(status), _)) => {
+                    tracing::warn!(job_id = self.job_id, status, "GitLab refused the final update");
+                    return false;
+                }
+                Ok((UpdateOutcome::Retry(status), _)) => {
+                    failures += 1;
+                    tracing::warn!(job_id = self.job_id, status, "final update failed; retrying");
+                    tokio::time::sleep(backoff.delay(failures)).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(job_id = self.job_id, error = %e, "final update failed; retrying");
+                    tokio::time::sleep(backoff.delay(failures)).await;
+                }
+            }
+        }
+        tracing::error!(job_id = self.job_id, "gave up sending the final job state");
+        false
+    }
+
+    /// Acknowledges a new job (`PUT state=running`). `Err` carries why the job must be
+    /// dropped (403/404/409, or GitLab says it is canceled or failed).
+    pub async fn acknowledge(&self, log: &TraceLog, control: &JobControl) -> Result<(), String> {
+        let req = self.update_request("running", log, None);
+        let mut interval = self.cfg.interval;
+        match self.client.update_job(self.job_id, &req).await {
+            Ok((UpdateOutcome::Abort(status), _)) => Err(format!("GitLab refused the job (status {status})")),
+            Ok((_, remote)) if remote.is_aborted() => {
+                Err(format!("GitLab says the job is {}", remote.status.unwrap_or_default()))
+            }
+            Ok((_, remote)) => {
+                self.apply_remote(&remote, control, &mut interval);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! A writer of POSIX shell scripts (bash, dash, busybox ash all run what it writes).
+//!
+//! Values are single-quoted, so the shell never re-expands them; only commands the user wrote
+//! are run as written.
+
+/// Bold green (notices, echoed commands).
+pub const GREEN: &str = "\x1b[32;1m";
+/// Yellow (warnings).
+pub const YELLOW: &str = "\x1b[0;33m";
+/// Bold red (errors).
+pub const RED: &str = "\x1b[31;1m";
+/// Bold cyan (section headers).
+pub const CYAN: &str = "\x1b[36;1m";
+/// Reset.
+pub const RESET: &str = "\x1b[0;m";
+
+/// Quotes `s` for any POSIX shell. NUL bytes cannot be passed to a shell and are dropped.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:@%+=,-".contains(&b))
+    {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Builds a script line by line.
+#[derive(Debug, Default, Clone)]
+pub struct ScriptWriter {
+    buf: String,
+    indent: usize,
+}
+
+impl ScriptWriter {
+    /// Empty script.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a raw line (already shell syntax).
+    pub fn line(&mut self, line: impl AsRef<str>) -> &mut Self {
+        for _ in 0..self.indent {
+            self.buf.push_str("  ");
+        }
+        self.buf.push_str(line.as_ref());
+        self.buf.push('\n');
+        self
+    }
+
+    /// Appends a command made of arguments, each quoted.
+    pub fn command<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let line: Vec<String> = args.into_iter().map(|a| quote(a.as_ref())).collect();
+        self.line(line.join(" "))
+    }
+
+    /// `export KEY='value'`.
+    pub fn export(&mut self, key: &str, value: &str) -> &mut Self {
+        self.line(format!("export {key}={}", quote(value)))
+    }
+
+    /// Prints `text` in `color` (a line of its own).
+    pub fn print_colored(&mut self, color: &str, text: &str) -> &mut Self {
+        self.line(format!("printf '%s\\n' {}", quote(&format!("{color}{text}{RESET}"))))
+    }
+
+    /// Prints a plain line.
+    pub fn print(&mut self, text: &str) -> &mut Self {
+        self.line(format!("printf '%s\\n' {}", quote(text)))
+    }
+
+    /// Prints a notice in bold green.
+    pub fn notice(&mut self, text: &str) -> &mut Self {
+        self.print_colored(GREEN, text)
+    }
+
+    /// Prints a warning in yellow.
+    pub fn warning(&mut self, text: &str) -> &mut Self {
+        self.print_colored(YELLOW, text)
+    }
+
+    /// Prints an error in bold red.
+    pub fn error(&mut self, text: &str) -> &mut Self {
+        self.print_colored(RED, text)
+    }
+
+    /// Opens `if <cond>; then`.
+    pub fn if_(&mut self, cond: &str) -> &mut Self {
+        self.line(format!("if {cond}; then"));
+        self.indent += 1;
+        self
+    }
+
+    /// `else`.
+    pub fn else_(&mut self) -> &mut Self {
+        self.indent = self.indent.saturating_sub(1);
+        self.line("else");
+        self.indent += 1;
+        self
+    }
+
+    /// `fi`.
+    pub fn fi(&mut self) -> &mut Self {
+        self.indent = self.indent.saturating_sub(1);
+        self.line("fi")
+    }
+
+    /// `cd 'dir'`.
+    pub fn cd(&mut self, dir: &str) -> &mut Self {
+        self.line(format!("cd {}", quote(dir)))
+    }
+
+    /// `mkdir -p 'dir'`.
+    pub fn mkdir(&mut self, dir: &str) -> &mut Self {
+        self.line(format!("mkdir -p {}", quote(dir)))
+    }
+
+    /// `rm -f 'file'...`.
+    pub fn rm_files(&mut self, files: &[String]) -> &mut Self {
+        if files.is_empty() {
+            return self;
+        }
+        let quoted: Vec<String> = files.iter().map(|f| quote(f)).collect();
+        self.line(format!("rm -f {}", quoted.join(" ")))
+    }
+
+    /// Echoes a user command as GitLab does (`$ cmd` in green), then runs it as written.
+    pub fn user_command(&mut self, cmd: &str) -> &mut Self {
+        let cmd = cmd.trim_end_matches('\n');
+        let mut lines = cmd.lines();
+        let first = lines.next().unwrap_or("");
+        if lines.next().is_some() {
+            self.notice(&format!("$ {first} # collapsed multi-line command"));
+        } else {
+            self.notice(&format!("$ {first}"));
+        }
+        self.buf.push_str(cmd);
+        self.buf.push('\n');
+        self
+    }
+
+    /// The body written so far.
+    pub fn body(&self) -> &str {
+        &self.buf
+    }
+
+    /// Wraps the body in the stage envelope: TERM exits 1, pipefail when the shell has it,
+    /// errexit, no noclobber, and the body evaluated in a subshell reading `/dev/null` so user
+    /// commands cannot eat the script. `xtrace` when `debug_trace`.
+    pub fn finish(&self, debug_trace: bool) -> String {
+        let mut s = String::new();
+        s.push_str("trap 'exit 1' TERM\n\n");
+        s.push_str("case \"$(set -o)\" in *pipefail*) set -o pipefail;; esac\n");
+        if debug_trace {
+            s.push_str("set -o xtrace\n");
+        }
+        s.push_str("set -o errexit\nset +o noclobber\n");
+        s.push_str(&format!("(trap 'exit 1' TERM; eval {}) < /dev/null\nexit 0\n", quote(&self.buf)));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("plain-value_1.2/x:y@z"), "plain-value_1.2/x:y@z");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote("$HOME `x` \"y\""), "'$HOME `x` \"y\"'");
+        assert_eq!(quote("a\0b"), "'ab'");
+    }
+
+    #[test]
+    fn quoted_values_survive_a_real_shell() {
+        let tricky = "it's $HOME `id` \"q\" \\ \n new line \x1b[0m ünï";
+        let mut w = ScriptWriter::new();
+        w.export("V", tricky).line("printf '%s' \"$V\"");
+        for shell in ["bash", "sh"] {
+            let out = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(w.finish(false))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), tricky, "{shell}");
+        }
+    }
+
+    #[test]
+    fn envelope_stops_at_first_failure_and_keeps_the_exit_code() {
+        let mut w = ScriptWriter::new();
+        w.user_command("echo one").user_command("(exit 7)").user_command("echo never");
+        let out = std::process::Command::new("sh").arg("-c").arg(w.finish(false)).output().unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("one") && !stdout.contains("never\n"), "{stdout}");
+        assert!(stdout.contains(&format!("{GREEN}$ echo one{RESET}")));
+    }
+
+    #[test]
+    fn user_commands_cannot_read_the_script() {
+        let mut w = ScriptWriter::new();
+        w.user_command("cat").user_command("echo after");
+        let out = std::process::Command::new("bash")
+            .stdin(std::process::Stdio::piped())
+            .arg("-c")
+            .arg(w.finish(false))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("after"));
+    }
+}
