@@ -70,7 +70,10 @@ impl fmt::Debug for Masker {
         f.debug_struct("Masker")
             .field("phrases", &self.cfg.phrase_count)
             .field("token_prefixes", &self.cfg.prefix_count)
-            .field("held_back", &(self.phrase_pending.len() + self.token_pending.len()))
+            .field(
+                "held_back",
+                &(self.phrase_pending.len() + self.token_pending.len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +143,8 @@ impl Masker {
         let mut out = Vec::with_capacity(s.len());
         m.run(s.as_bytes(), true, &mut out);
         // Masking only removes whole UTF-8 sequences, so this never falls back in practice.
-        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     fn run(&mut self, input: &[u8], is_final: bool, out: &mut Vec<u8>) {
@@ -365,7 +369,9 @@ impl UrlState {
 
     fn key_is_prefix(&self) -> bool {
         let k = self.key();
-        SENSITIVE_URL_PARAMS.iter().any(|p| p.as_bytes().starts_with(k))
+        SENSITIVE_URL_PARAMS
+            .iter()
+            .any(|p| p.as_bytes().starts_with(k))
     }
 
     fn key_is_sensitive(&self) -> bool {
@@ -715,7 +721,12 @@ mod tests {
     #[test]
     fn phrase_basic() {
         check(&["s3cr3t-value"], &[], "a s3cr3t-value b", "a [MASKED] b");
-        check(&["s3cr3t-value"], &[], "s3cr3t-values3cr3t-value", "[MASKED][MASKED]");
+        check(
+            &["s3cr3t-value"],
+            &[],
+            "s3cr3t-values3cr3t-value",
+            "[MASKED][MASKED]",
+        );
         check(&["s3cr3t-value"], &[], "s3cr3t-valu", "s3cr3t-valu");
         check(&["aaa"], &[], "aaaaaaa", "[MASKED][MASKED]a");
         check(&["aab"], &[], "aaab aab", "a[MASKED] [MASKED]");
@@ -724,7 +735,12 @@ mod tests {
 
     #[test]
     fn phrase_longest_wins() {
-        check(&["secret", "secret123"], &[], "x secret123 secret12", "x [MASKED] [MASKED]12");
+        check(
+            &["secret", "secret123"],
+            &[],
+            "x secret123 secret12",
+            "x [MASKED] [MASKED]12",
+        );
         check(&["abcd", "cdef"], &[], "abcdef", "[MASKED]ef");
         check(&["bcd", "abcdef"], &[], "abcdeX", "a[MASKED]eX");
         check(&["abc", "abcdef"], &[], "abcdefabcde", "[MASKED][MASKED]de");
@@ -733,7 +749,12 @@ mod tests {
     #[test]
     fn phrase_normalization() {
         // Empty and whitespace-only phrases are ignored; others trimmed like the runner does.
-        check(&["", "  ", " padded-secret\n"], &[], "[ padded-secret ]", "[ [MASKED] ]");
+        check(
+            &["", "  ", " padded-secret\n"],
+            &[],
+            "[ padded-secret ]",
+            "[ [MASKED] ]",
+        );
         check(&["dup-secret", "dup-secret"], &[], "dup-secret", "[MASKED]");
         check(&["pässwörd✓"], &[], "x pässwörd✓ y", "x [MASKED] y");
     }
@@ -807,10 +828,25 @@ mod tests {
     #[test]
     fn token_custom_prefixes() {
         let p = &["tok-", "gltok-", " tok- ", "", "glpat-"];
-        check(&[], p, "a tok-123 gltok-test glpat-x b", "a tok-[MASKED] gltok-[MASKED] glpat-[MASKED] b");
+        check(
+            &[],
+            p,
+            "a tok-123 gltok-test glpat-x b",
+            "a tok-[MASKED] gltok-[MASKED] glpat-[MASKED] b",
+        );
         // Overlapping prefixes: the longest one at the leftmost position wins.
-        check(&[], &["ab-", "ab-cd-"], "ab-cd-ef ab-cdx", "ab-cd-[MASKED] ab-[MASKED]");
-        check(&[], &["_gitlab_session="], "Cookie: _gitlab_session=f00ba4; x", "Cookie: _gitlab_session=[MASKED]; x");
+        check(
+            &[],
+            &["ab-", "ab-cd-"],
+            "ab-cd-ef ab-cdx",
+            "ab-cd-[MASKED] ab-[MASKED]",
+        );
+        check(
+            &[],
+            &["_gitlab_session="],
+            "Cookie: _gitlab_session=f00ba4; x",
+            "Cookie: _gitlab_session=[MASKED]; x",
+        );
     }
 
     #[test]
@@ -846,21 +882,48 @@ mod tests {
     fn url_params() {
         let cases = [
             ("http://h/?test=foobar", "http://h/?test=foobar"),
-            ("http://h/?private_token=deadbeef x", "http://h/?private_token=[MASKED] x"),
-            ("http://h/?a=1&authenticity_token=x==&b=2", "http://h/?a=1&authenticity_token=[MASKED]&b=2"),
-            ("?rss_token=hide&x-amz-credential=dead both", "?rss_token=[MASKED]&x-amz-credential=[MASKED] both"),
+            (
+                "http://h/?private_token=deadbeef x",
+                "http://h/?private_token=[MASKED] x",
+            ),
+            (
+                "http://h/?a=1&authenticity_token=x==&b=2",
+                "http://h/?a=1&authenticity_token=[MASKED]&b=2",
+            ),
+            (
+                "?rss_token=hide&x-amz-credential=dead both",
+                "?rss_token=[MASKED]&x-amz-credential=[MASKED] both",
+            ),
             ("?X-AMZ-sigNATure=abc", "?X-AMZ-sigNATure=[MASKED]"),
-            ("?X-Amz-Security-Token=abc\nnext", "?X-Amz-Security-Token=[MASKED]\nnext"),
-            ("?x-amz-security?x-amz-security-token=h", "?x-amz-security?x-amz-security-token=[MASKED]"),
-            ("curl \"https://h/?private_token=abc\" -o f", "curl \"https://h/?private_token=[MASKED]\" -o f"),
-            ("'https://h/?private_token=abc'", "'https://h/?private_token=[MASKED]'"),
+            (
+                "?X-Amz-Security-Token=abc\nnext",
+                "?X-Amz-Security-Token=[MASKED]\nnext",
+            ),
+            (
+                "?x-amz-security?x-amz-security-token=h",
+                "?x-amz-security?x-amz-security-token=[MASKED]",
+            ),
+            (
+                "curl \"https://h/?private_token=abc\" -o f",
+                "curl \"https://h/?private_token=[MASKED]\" -o f",
+            ),
+            (
+                "'https://h/?private_token=abc'",
+                "'https://h/?private_token=[MASKED]'",
+            ),
             ("?private_token=abc\x08x", "?private_token=[MASKED]\x08x"),
             ("?private_token=a?b", "?private_token=[MASKED]?b"),
             ("?private_token=&x=1", "?private_token=[MASKED]&x=1"),
-            ("private_token=notmasked ?private_token", "private_token=notmasked ?private_token"),
+            (
+                "private_token=notmasked ?private_token",
+                "private_token=notmasked ?private_token",
+            ),
             ("? private_token=v", "? private_token=v"),
             ("?private_tokens=v", "?private_tokens=v"),
-            ("?this-is-a-really-really-long-key-name=foo", "?this-is-a-really-really-long-key-name=foo"),
+            (
+                "?this-is-a-really-really-long-key-name=foo",
+                "?this-is-a-really-really-long-key-name=foo",
+            ),
             ("a && b ?&&?rss_token=1", "a && b ?&&?rss_token=[MASKED]"),
         ];
         for (input, expected) in cases {
@@ -888,9 +951,24 @@ mod tests {
     #[test]
     fn phrases_are_masked_before_tokens_and_urls() {
         // The whole variable value goes, not just the part after the prefix.
-        check(&["glpat-0123456789"], &[], "t=glpat-0123456789;", "t=[MASKED];");
-        check(&["abcdefgh"], &[], "?private_token=abcdefgh&x", "?private_token=[MASKED]&x");
-        check(&["abcdefgh"], &[], "?private_token=xabcdefgh y", "?private_token=[MASKED] y");
+        check(
+            &["glpat-0123456789"],
+            &[],
+            "t=glpat-0123456789;",
+            "t=[MASKED];",
+        );
+        check(
+            &["abcdefgh"],
+            &[],
+            "?private_token=abcdefgh&x",
+            "?private_token=[MASKED]&x",
+        );
+        check(
+            &["abcdefgh"],
+            &[],
+            "?private_token=xabcdefgh y",
+            "?private_token=[MASKED] y",
+        );
     }
 
     #[test]
@@ -908,9 +986,16 @@ mod tests {
 
     #[test]
     fn long_phrase() {
-        let long: String = (0..5000).map(|i| char::from(b'a' + (i % 7) as u8)).collect();
+        let long: String = (0..5000)
+            .map(|i| char::from(b'a' + (i % 7) as u8))
+            .collect();
         let text = format!("x{long}y{}", &long[..4999]);
-        check(&[long.as_str()], &[], &text, &format!("x[MASKED]y{}", &long[..4999]));
+        check(
+            &[long.as_str()],
+            &[],
+            &text,
+            &format!("x[MASKED]y{}", &long[..4999]),
+        );
     }
 
     // ----- reference implementation (naive, non-streaming) for the property tests
@@ -932,7 +1017,11 @@ mod tests {
         let mut s1 = Vec::new();
         let mut i = 0;
         while i < text.len() {
-            let best = phrases.iter().filter(|p| text[i..].starts_with(p)).map(|p| p.len()).max();
+            let best = phrases
+                .iter()
+                .filter(|p| text[i..].starts_with(p))
+                .map(|p| p.len())
+                .max();
             match best {
                 Some(l) => {
                     s1.extend_from_slice(MASK);
@@ -956,13 +1045,20 @@ mod tests {
             if b != b'?' && b != b'&' {
                 continue;
             }
-            let Some(j) = s1[i..].iter().position(|c| b"=?&".contains(c)).map(|j| j + i) else {
+            let Some(j) = s1[i..]
+                .iter()
+                .position(|c| b"=?&".contains(c))
+                .map(|j| j + i)
+            else {
                 continue;
             };
             let key = s1[i..j].to_ascii_lowercase();
             if s1[j] == b'=' && SENSITIVE_URL_PARAMS.iter().any(|p| p.as_bytes() == key) {
                 s2.extend_from_slice(&s1[i..=j]);
-                let k = s1[j + 1..].iter().position(|&c| is_end(c)).map_or(s1.len(), |k| k + j + 1);
+                let k = s1[j + 1..]
+                    .iter()
+                    .position(|&c| is_end(c))
+                    .map_or(s1.len(), |k| k + j + 1);
                 s2.extend_from_slice(MASK);
                 i = k;
             }
@@ -972,12 +1068,19 @@ mod tests {
         let mut s3 = Vec::new();
         let mut i = 0;
         while i < s2.len() {
-            let best = prefixes.iter().filter(|p| s2[i..].starts_with(p)).map(|p| p.len()).max();
+            let best = prefixes
+                .iter()
+                .filter(|p| s2[i..].starts_with(p))
+                .map(|p| p.len())
+                .max();
             match best {
                 Some(l) => {
                     s3.extend_from_slice(&s2[i..i + l]);
                     i += l;
-                    let n = s2[i..].iter().take_while(|&&c| TOKEN_ALPHABET[usize::from(c)]).count();
+                    let n = s2[i..]
+                        .iter()
+                        .take_while(|&&c| TOKEN_ALPHABET[usize::from(c)])
+                        .count();
                     if n > 0 {
                         s3.extend_from_slice(MASK);
                     }
@@ -1033,7 +1136,10 @@ mod tests {
             3 => prop::sample::select(frags).boxed(),
             4 => prop::collection::vec(prop::sample::select(b"abcx12-_=?&\"' \n.".to_vec()), 0..8).boxed(),
         ];
-        (Just(phrases), prop::collection::vec(frag, 0..40).prop_map(|v| v.concat()))
+        (
+            Just(phrases),
+            prop::collection::vec(frag, 0..40).prop_map(|v| v.concat()),
+        )
     }
 
     proptest! {
@@ -1097,20 +1203,25 @@ mod tests {
     #[test]
     #[ignore = "performance measurement, run manually in release mode"]
     fn throughput() {
-        let phrases: Vec<String> = (0..20).map(|i| format!("s3cr3t-{i:02}-Zq8PxY7mW2kL")).collect();
+        let phrases: Vec<String> = (0..20)
+            .map(|i| format!("s3cr3t-{i:02}-Zq8PxY7mW2kL"))
+            .collect();
         let m = Masker::new(phrases, Vec::new());
         let line = "2024-01-01T00:00:00Z Compiling serde v1.0.219 (registry+https://example/?a=b&c=d) \
                     Running `rustc --crate-name foo src/lib.rs --edition=2021` Finished in 3.2s\n";
         let text = line.repeat(64 * 1024 * 1024 / line.len());
         let mut mm = m.clone();
         let mut out = Vec::with_capacity(text.len());
-        let t = std::time::Instant::now();
+        let t = tokio::time::Instant::now();
         for chunk in text.as_bytes().chunks(8192) {
             out.clear();
             mm.push(chunk, &mut out);
         }
         mm.finish(&mut out);
         let secs = t.elapsed().as_secs_f64();
-        println!("masking throughput: {:.0} MB/s", text.len() as f64 / secs / 1e6);
+        println!(
+            "masking throughput: {:.0} MB/s",
+            text.len() as f64 / secs / 1e6
+        );
     }
 }

@@ -320,7 +320,11 @@ impl State {
 }
 
 fn recycle(v: Vec<u8>) -> Vec<u8> {
-    if v.capacity() > (1 << 20) { Vec::new() } else { v }
+    if v.capacity() > (1 << 20) {
+        Vec::new()
+    } else {
+        v
+    }
 }
 
 /// Streaming replacement of invalid UTF-8 by U+FFFD, one per invalid byte (Go's
@@ -437,7 +441,10 @@ mod tests {
         let snap = log.snapshot();
         assert_eq!(log.len(), snap.len() as u64);
         assert_eq!(log.checksum(), crc_of(&snap));
-        assert!(std::str::from_utf8(&snap).is_ok(), "buffer must be valid UTF-8");
+        assert!(
+            std::str::from_utf8(&snap).is_ok(),
+            "buffer must be valid UTF-8"
+        );
     }
 
     #[test]
@@ -523,7 +530,10 @@ mod tests {
         let log = log_with(DEFAULT_LIMIT_BYTES, &[]);
         log.write(b"\xe2\x82");
         log.write(b"A");
-        assert_eq!(String::from_utf8(log.snapshot()).expect("utf8"), "\u{FFFD}\u{FFFD}A");
+        assert_eq!(
+            String::from_utf8(log.snapshot()).expect("utf8"),
+            "\u{FFFD}\u{FFFD}A"
+        );
     }
 
     #[test]
@@ -558,12 +568,22 @@ mod tests {
         assert!(!log.truncated());
         log.write(b"d");
         assert!(log.truncated());
-        assert_eq!(log.snapshot(), [b"abcd".as_slice(), limit_notice(4).as_bytes()].concat());
+        assert_eq!(
+            log.snapshot(),
+            [b"abcd".as_slice(), limit_notice(4).as_bytes()].concat()
+        );
     }
 
     #[test]
     fn limit_cuts_at_char_boundary() {
-        for (limit, kept) in [(2, "ab"), (3, "abc"), (4, "abc"), (5, "abc"), (6, "abc€"), (7, "abc€d")] {
+        for (limit, kept) in [
+            (2, "ab"),
+            (3, "abc"),
+            (4, "abc"),
+            (5, "abc"),
+            (6, "abc€"),
+            (7, "abc€d"),
+        ] {
             let log = log_with(limit, &[]);
             log.write("abc€d".as_bytes());
             assert!(log.truncated(), "limit {limit}");
@@ -582,7 +602,10 @@ mod tests {
         assert_eq!(log.snapshot(), b"x=[MASKED];");
         log.write(b"yz");
         assert!(log.truncated());
-        assert_eq!(log.snapshot(), [b"x=[MASKED];y".as_slice(), limit_notice(12).as_bytes()].concat());
+        assert_eq!(
+            log.snapshot(),
+            [b"x=[MASKED];y".as_slice(), limit_notice(12).as_bytes()].concat()
+        );
     }
 
     #[test]
@@ -634,7 +657,9 @@ mod tests {
         let mut reader: &[u8] = b"login p4ssw0rd! ok\n";
         let mut w = log.writer();
         tokio::io::copy(&mut reader, &mut w).await.expect("copy");
-        tokio::io::AsyncWriteExt::shutdown(&mut w).await.expect("shutdown");
+        tokio::io::AsyncWriteExt::shutdown(&mut w)
+            .await
+            .expect("shutdown");
         assert!(!log.is_finished());
         assert_eq!(log.snapshot(), b"login [MASKED] ok\n");
     }
@@ -668,7 +693,11 @@ mod tests {
         let fut = log.changed();
         log.write(b"secret"); // all held back by the masker
         // Paused time auto-advances: the timeout fires at once if nothing wakes us.
-        assert!(tokio::time::timeout(Duration::from_secs(5), fut).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), fut)
+                .await
+                .is_err()
+        );
         let fut = log.changed();
         log.finish();
         tokio::time::timeout(Duration::from_secs(5), fut)
@@ -721,6 +750,34 @@ mod tests {
         });
         assert_eq!(log.len(), 40_000);
         assert_consistent(&log);
+    }
+
+    /// `cargo test -p oar-job --release --lib tracelog::tests::throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore = "performance measurement, run manually in release mode"]
+    fn throughput() {
+        let phrases: Vec<String> = (0..20)
+            .map(|i| format!("s3cr3t-{i:02}-Zq8PxY7mW2kL"))
+            .collect();
+        let log = TraceLog::new(TraceLogOptions {
+            limit_bytes: usize::MAX,
+            phrases,
+            token_prefixes: Vec::new(),
+        });
+        let line = "2024-01-01T00:00:00Z Compiling serde v1.0.219 (registry+https://example/?a=b) \
+                    Running `rustc --crate-name foo src/lib.rs --edition=2021` Finished in 3.2s\n";
+        let text = line.repeat(64 * 1024 * 1024 / line.len());
+        let t = tokio::time::Instant::now();
+        for chunk in text.as_bytes().chunks(8192) {
+            log.write(chunk);
+        }
+        log.finish();
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(log.len(), text.len() as u64);
+        println!(
+            "trace log throughput: {:.0} MB/s",
+            text.len() as f64 / secs / 1e6
+        );
     }
 
     fn split_at_points<'a>(text: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {

@@ -1,1 +1,46 @@
-//! Test kit for Oar: a stateful fake GitLab with git smart HTTP and fault injection.
+//! Test kit for Oar: [`FakeGitlab`], a stateful fake GitLab that speaks the runner API
+//! (`shared/docs/reference/gitlab-runner-api.md`) and serves git over smart HTTP, with fault
+//! injection.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use oar_testkit::{FakeGitlab, JobSpec};
+//!
+//! let gitlab = FakeGitlab::start().await?;
+//! gitlab.add_runner("glrt-test-runner-token-0001");
+//! gitlab.create_repo("acme/widget", &[("README.md", "hello\n")])?;
+//! let job = gitlab.enqueue_job(JobSpec::new("acme/widget").script(["cat README.md"]));
+//! // ... run the runner under test against gitlab.url() ...
+//! let done = gitlab.wait_job_finished(job, Duration::from_secs(60)).await?;
+//! assert!(done.checksum_matches);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The server enforces the protocol invariants GitLab enforces (tokens, job states, trace
+//! continuity with 416, two-phase job commit, the 202 final-update loop) and records what
+//! GitLab would merely tolerate in [`FakeGitlab::violations`].
+
+// Handlers bail out with a ready `Response` as their error; boxing it buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod artifacts;
+mod faults;
+mod git;
+mod handle;
+mod jobs;
+mod payload;
+mod runners;
+mod server;
+mod spec;
+mod state;
+mod trace;
+mod types;
+mod util;
+
+pub use handle::FakeGitlab;
+pub use spec::JobSpec;
+pub use types::{
+    Endpoint, Fault, JobSnapshot, JobState, RequestRecord, RunnerRecord, StoredArtifact,
+};

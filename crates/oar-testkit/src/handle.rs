@@ -1,0 +1,541 @@
+//! `FakeGitlab`: the handle tests hold. Cheap to clone; the server stops when the last handle
+//! is dropped or on [`FakeGitlab::shutdown`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults;
+use crate::runners::insert_runner;
+use crate::spec::JobSpec;
+use crate::state::{Job, Shared};
+use crate::types::{
+    Endpoint, Fault, JobSnapshot, JobState, RequestRecord, RunnerRecord, StoredArtifact,
+};
+use crate::{git, server, util};
+
+/// A stateful fake GitLab server on `127.0.0.1:<random port>`.
+#[derive(Clone)]
+pub struct FakeGitlab {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl std::fmt::Debug for FakeGitlab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGitlab")
+            .field("url", &self.url())
+            .finish()
+    }
+}
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+impl FakeGitlab {
+    /// Bind `127.0.0.1:0` and start serving.
+    pub async fn start() -> anyhow::Result<FakeGitlab> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let root = tempfile::Builder::new().prefix("fake-gitlab-").tempdir()?;
+        let http_backend = git::find_http_backend().await?;
+        let shared = Arc::new(Shared::new(port, root, http_backend));
+        std::fs::create_dir_all(&shared.repos)?;
+        std::fs::create_dir_all(&shared.work)?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+        Ok(FakeGitlab {
+            inner: Arc::new(Inner { shared, shutdown }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        self.shared().base_url.clone()
+    }
+
+    /// Stop accepting and close every connection.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    // ----- runners -----
+
+    /// Let legacy `POST /api/v4/runners` accept `token`.
+    pub fn add_registration_token(&self, token: &str) {
+        self.shared()
+            .write(|st| st.registration_tokens.insert(token.to_owned()));
+    }
+
+    /// A runner created in the UI with authentication token `token` (`glrt-…`); returns its id.
+    /// Defaults: untagged jobs allowed, not locked, `not_protected`, not paused.
+    pub fn add_runner(&self, token: &str) -> i64 {
+        let runner = RunnerRecord {
+            id: 0,
+            token: token.to_owned(),
+            description: String::new(),
+            tag_list: Vec::new(),
+            run_untagged: true,
+            locked: false,
+            access_level: "not_protected".into(),
+            paused: false,
+            maximum_timeout: None,
+            maintenance_note: None,
+            info: None,
+            system_ids: Vec::new(),
+            deleted: false,
+            token_expires_at: None,
+            registered: false,
+        };
+        self.shared().write(|st| insert_runner(st, runner).id)
+    }
+
+    /// Change a runner's server-side settings (tags, paused, maximum_timeout, …).
+    pub fn update_runner(&self, id: i64, f: impl FnOnce(&mut RunnerRecord)) {
+        self.shared().write(|st| {
+            if let Some(r) = st.runners.iter_mut().find(|r| r.id == id) {
+                f(r);
+            }
+            st.bump_queue();
+        });
+    }
+
+    /// Every runner, including deleted ones.
+    pub fn runners(&self) -> Vec<RunnerRecord> {
+        self.shared().read(|st| st.runners.clone())
+    }
+
+    /// The runner with `id`.
+    pub fn runner(&self, id: i64) -> Option<RunnerRecord> {
+        self.shared().read(|st| st.runner(id).cloned())
+    }
+
+    /// Lifetime of runner tokens created from now on (`token_expires_at`); `None` = no expiry.
+    pub fn set_token_expiry(&self, lifetime: Option<Duration>) {
+        self.shared()
+            .write(|st| st.settings.token_expiry = lifetime);
+    }
+
+    // ----- repositories -----
+
+    /// Create project `path` (`namespace/name`) with a bare repository served over smart HTTP,
+    /// holding one commit on `main` with `files`; returns the commit sha.
+    pub fn create_repo(&self, path: &str, files: &[(&str, &str)]) -> anyhow::Result<String> {
+        let sha = git::create_repo(self.shared(), path, files)?;
+        self.shared()
+            .write(|st| st.project_entry(path).has_repo = true);
+        Ok(sha)
+    }
+
+    /// Another commit on `main`; returns its sha.
+    pub fn commit(&self, path: &str, files: &[(&str, &str)]) -> anyhow::Result<String> {
+        git::commit(self.shared(), path, files)
+    }
+
+    /// Create tag `tag` at the head of `main`; returns the sha.
+    pub fn create_tag(&self, path: &str, tag: &str) -> anyhow::Result<String> {
+        let sha = git::rev_parse(self.shared(), path, "refs/heads/main")
+            .with_context(|| format!("no main branch in {path}"))?;
+        git::update_ref(self.shared(), path, &format!("refs/tags/{tag}"), &sha)?;
+        Ok(sha)
+    }
+
+    // ----- jobs -----
+
+    /// Queue a job; returns its id.
+    ///
+    /// For a project with a repository the ref (default `main`) is resolved to its head (unless
+    /// `sha` is given) and `refs/pipelines/<pipeline id>` is created, as GitLab's persistent
+    /// pipeline ref. Projects without a repository work with `GIT_STRATEGY: none`.
+    pub fn enqueue_job(&self, spec: JobSpec) -> i64 {
+        self.enqueue_with(spec, |_| {})
+    }
+
+    /// Queue a job, adjusting it (under the lock) before anyone can see it.
+    fn enqueue_with(&self, spec: JobSpec, adjust: impl FnOnce(&mut Job)) -> i64 {
+        let shared = self.shared();
+        let path = spec.project_path.clone();
+        let git_ref = spec.git_ref.clone().unwrap_or_else(|| "main".into());
+        let has_repo = shared.read(|st| st.projects.get(&path).is_some_and(|p| p.has_repo));
+        let mut ref_type = "branch";
+        let mut head = None;
+        if has_repo {
+            head = git::rev_parse(shared, &path, &format!("refs/heads/{git_ref}"));
+            if head.is_none()
+                && let Some(t) = git::rev_parse(shared, &path, &format!("refs/tags/{git_ref}"))
+            {
+                ref_type = "tag";
+                head = Some(t);
+            }
+        }
+        let sha = spec
+            .sha
+            .clone()
+            .or(head)
+            .unwrap_or_else(|| "5f2c1d0e9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c4d".into());
+        let before_sha = if has_repo {
+            git::rev_parse(shared, &path, &format!("{sha}~1")).unwrap_or_else(|| ZERO_SHA.into())
+        } else {
+            ZERO_SHA.into()
+        };
+        let pipeline_id = spec.pipeline_id.unwrap_or_else(|| {
+            shared.write(|st| {
+                st.next_pipeline_id += 1;
+                st.next_pipeline_id - 1
+            })
+        });
+        if has_repo {
+            let refname = format!("refs/pipelines/{pipeline_id}");
+            if let Err(e) = git::update_ref(shared, &path, &refname, &sha) {
+                tracing::warn!(error = %e, "could not create the pipeline ref");
+            }
+        }
+        let token = spec
+            .token
+            .clone()
+            .unwrap_or_else(|| util::random_token("glcbt-", 24));
+        shared.write(|st| {
+            st.project_entry(&path);
+            let id = st.next_job_id;
+            st.next_job_id += 1;
+            let mut job = new_job(
+                id,
+                token,
+                pipeline_id,
+                sha,
+                before_sha,
+                git_ref,
+                ref_type,
+                spec,
+            );
+            adjust(&mut job);
+            st.jobs.insert(id, job);
+            st.bump_queue();
+            id
+        })
+    }
+
+    /// A finished (`success`) job of `project` holding an `archive` artifact, to be used in
+    /// [`JobSpec::dependencies`]; returns its id.
+    pub fn seed_artifact_job(
+        &self,
+        project: &str,
+        name: &str,
+        filename: &str,
+        zip: Vec<u8>,
+    ) -> i64 {
+        let spec = JobSpec::new(project).name(name);
+        self.enqueue_with(spec, |job| {
+            job.artifacts.push(StoredArtifact {
+                filename: filename.to_owned(),
+                artifact_type: "archive".into(),
+                artifact_format: "zip".into(),
+                expire_in: None,
+                accessibility: None,
+                data: zip,
+            });
+            job.end(JobState::Success, None);
+        })
+    }
+
+    /// Snapshot of job `id`.
+    ///
+    /// # Panics
+    /// When no job has that id (a bug in the test).
+    pub fn job(&self, id: i64) -> JobSnapshot {
+        self.try_job(id)
+            .unwrap_or_else(|| panic!("FakeGitlab: no job {id}"))
+    }
+
+    /// Snapshot of job `id`, if it exists.
+    pub fn try_job(&self, id: i64) -> Option<JobSnapshot> {
+        self.shared().read(|st| st.jobs.get(&id).map(Job::snapshot))
+    }
+
+    async fn wait_job(
+        &self,
+        id: i64,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Job) -> bool,
+    ) -> anyhow::Result<JobSnapshot> {
+        let got = self
+            .shared()
+            .wait_until(timeout, |st| {
+                st.jobs.get(&id).filter(|j| pred(j)).map(Job::snapshot)
+            })
+            .await;
+        match got {
+            Some(s) => Ok(s),
+            None => match self.try_job(id) {
+                None => bail!("no job {id}"),
+                Some(s) => bail!(
+                    "timed out after {timeout:?} waiting for job {id} to {what}; it is {} \
+                     (acknowledged: {}, finished: {}), trace:\n{}",
+                    s.state,
+                    s.acknowledged,
+                    s.finished,
+                    s.trace_str()
+                ),
+            },
+        }
+    }
+
+    /// Wait until the job is `success`/`failed`/`canceled` and finished (its final PUT was
+    /// answered 200, or the server ended it).
+    pub async fn wait_job_finished(
+        &self,
+        id: i64,
+        timeout: Duration,
+    ) -> anyhow::Result<JobSnapshot> {
+        self.wait_job(id, timeout, "finish", |j| {
+            j.finished && j.state.is_terminal()
+        })
+        .await
+    }
+
+    /// Wait until the job is in `state`.
+    pub async fn wait_job_state(
+        &self,
+        id: i64,
+        state: JobState,
+        timeout: Duration,
+    ) -> anyhow::Result<JobSnapshot> {
+        self.wait_job(id, timeout, &format!("be {state}"), |j| j.state == state)
+            .await
+    }
+
+    /// Wait until the job's stored trace contains `needle`.
+    pub async fn wait_trace_contains(
+        &self,
+        id: i64,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let needle = needle.as_bytes().to_vec();
+        let what = format!("log {:?}", String::from_utf8_lossy(&needle));
+        self.wait_job(id, timeout, &what, |j| {
+            needle.is_empty()
+                || j.trace
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_slice())
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Wait until at least `n` requests to `endpoint` have been answered (or reset).
+    pub async fn wait_requests(
+        &self,
+        endpoint: Endpoint,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<RequestRecord>> {
+        let done =
+            |r: &RequestRecord| r.endpoint == Some(endpoint) && (r.status.is_some() || r.reset);
+        let got = self
+            .shared()
+            .wait_until(timeout, |st| {
+                let hits: Vec<RequestRecord> =
+                    st.requests.iter().filter(|r| done(r)).cloned().collect();
+                (hits.len() >= n).then_some(hits)
+            })
+            .await;
+        got.with_context(|| {
+            format!("timed out after {timeout:?} waiting for {n} {endpoint:?} requests")
+        })
+    }
+
+    /// Wait until at least `n` requests to `endpoint` have arrived, answered or still in flight
+    /// (e.g. a `/jobs/request` being long-polled).
+    pub async fn wait_arrivals(
+        &self,
+        endpoint: Endpoint,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let got = self
+            .shared()
+            .wait_until(timeout, |st| {
+                let count = st
+                    .requests
+                    .iter()
+                    .filter(|r| r.endpoint == Some(endpoint))
+                    .count();
+                (count >= n).then_some(())
+            })
+            .await;
+        got.with_context(|| {
+            format!("timed out after {timeout:?} waiting for {n} {endpoint:?} arrivals")
+        })
+    }
+
+    /// Graceful cancel: `running` → `canceling` when the runner advertised `cancel_gracefully`
+    /// (else straight to `canceled`, as GitLab does); a pending job → `canceled`.
+    pub fn cancel_job(&self, id: i64) {
+        self.shared().write(|st| {
+            let graceful = st
+                .jobs
+                .get(&id)
+                .and_then(|j| j.runner_id)
+                .and_then(|r| st.runner(r))
+                .is_some_and(|r| r.feature("cancel_gracefully"));
+            if let Some(job) = st.jobs.get_mut(&id) {
+                match job.state {
+                    JobState::Running if graceful => job.state = JobState::Canceling,
+                    JobState::Running | JobState::Pending => job.end(JobState::Canceled, None),
+                    _ => {}
+                }
+            }
+            st.bump_queue();
+        });
+    }
+
+    /// Hard cancel: → `canceled` at once; PATCH/PUT then answer 403 + `Job-Status: canceled`.
+    pub fn abort_job(&self, id: i64) {
+        self.end_job(id, JobState::Canceled, None);
+    }
+
+    /// Server-side failure (e.g. `stuck_or_timeout_failure`): → `failed` at once.
+    pub fn drop_job(&self, id: i64, failure_reason: &str) {
+        self.end_job(id, JobState::Failed, Some(failure_reason));
+    }
+
+    fn end_job(&self, id: i64, state: JobState, reason: Option<&str>) {
+        self.shared().write(|st| {
+            if let Some(job) = st.jobs.get_mut(&id)
+                && !job.state.is_terminal()
+            {
+                job.end(state, reason);
+            }
+            st.bump_queue();
+        });
+    }
+
+    // ----- faults, records, knobs -----
+
+    /// Inject a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.shared().write(|st| faults::add(st, fault));
+    }
+
+    /// Faults not used up yet.
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.shared().read(|st| st.faults.clone())
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared().read(|st| st.requests.clone())
+    }
+
+    /// Requests to `endpoint`.
+    pub fn requests_to(&self, endpoint: Endpoint) -> Vec<RequestRecord> {
+        self.shared().read(|st| {
+            st.requests
+                .iter()
+                .filter(|r| r.endpoint == Some(endpoint))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Things GitLab tolerates but the official runner never does (Content-Range end not
+    /// inclusive, empty or >1 MiB PATCH, final update without or with a wrong checksum/bytesize,
+    /// PUT without `JOB-TOKEN`). A correct runner leaves this empty.
+    pub fn violations(&self) -> Vec<String> {
+        self.shared().read(|st| st.violations.clone())
+    }
+
+    /// `X-GitLab-Trace-Update-Interval` on PATCH answers (default 3).
+    pub fn set_trace_update_interval(&self, secs: u64) {
+        self.shared()
+            .write(|st| st.settings.trace_update_interval = secs);
+    }
+
+    /// Hold `/jobs/request` up to `d` while the runner's `last_update` is current (default 0:
+    /// answer 204 at once).
+    pub fn set_long_poll(&self, d: Duration) {
+        self.shared().write(|st| st.settings.long_poll = d);
+    }
+
+    /// Answer 202 to the first `n` final PUTs (carrying a checksum) of each job before the 200.
+    pub fn set_final_update_accepted_times(&self, n: u32) {
+        self.shared()
+            .write(|st| st.settings.final_update_accepted_times = n);
+    }
+
+    /// `X-GitLab-Trace-Update-Interval` on a 202 final-update answer (default 1).
+    pub fn set_final_update_backoff(&self, secs: u64) {
+        self.shared()
+            .write(|st| st.settings.final_update_backoff = secs);
+    }
+
+    /// The current `X-GitLab-Last-Update` value.
+    pub fn queue_value(&self) -> String {
+        self.shared().read(|st| st.queue_value.clone())
+    }
+
+    /// Payload of job `id` as JSON, as it was (or would be) sent; `None` before assignment.
+    pub fn payload(&self, id: i64) -> Option<Value> {
+        self.shared()
+            .read(|st| st.jobs.get(&id).and_then(|j| j.payload.clone()))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_job(
+    id: i64,
+    token: String,
+    pipeline_id: i64,
+    sha: String,
+    before_sha: String,
+    git_ref: String,
+    ref_type: &'static str,
+    spec: JobSpec,
+) -> Job {
+    Job {
+        id,
+        token,
+        pipeline_id,
+        sha,
+        before_sha,
+        git_ref,
+        ref_type,
+        spec,
+        state: JobState::Pending,
+        runner_id: None,
+        acked: false,
+        finished: false,
+        trace: Vec::new(),
+        final_checksum: None,
+        final_bytesize: None,
+        failure_reason: None,
+        exit_code: None,
+        updates: Vec::new(),
+        artifacts: Vec::new(),
+        accepted_final_updates: 0,
+        payload: None,
+        debug_trace: false,
+        queued_at: Instant::now(),
+        started_at: None::<SystemTime>,
+    }
+}

@@ -1,0 +1,258 @@
+//! Command-line interface: GitLab Runner's commands, flags and environment variable names.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Oar: a GitLab CI runner for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "oar", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level.
+    #[arg(long, global = true, env = "LOG_LEVEL", value_enum)]
+    pub log_level: Option<Level>,
+    /// Log format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<Format>,
+    /// Debug logging (same as --log-level debug).
+    #[arg(long, global = true, env = "RUNNER_DEBUG")]
+    pub debug: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+    Panic,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Format {
+    Runner,
+    Text,
+    Json,
+}
+
+/// The config file flag shared by most commands.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "CONFIG_FILE", default_value_os_t = default_config())]
+    pub config: PathBuf,
+}
+
+/// Where config.toml lives by default: /etc/oar for root, ~/.oar otherwise.
+pub fn default_config() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/etc/oar/config.toml")
+    } else {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".oar").join("config.toml")
+    }
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register a runner (or add one created in GitLab with its glrt- token).
+    Register(Box<RegisterArgs>),
+    /// Check that the configured runners' tokens are valid.
+    Verify(VerifyArgs),
+    /// Unregister runners and remove them from config.toml.
+    Unregister(UnregisterArgs),
+    /// List the configured runners.
+    List(ConfigArg),
+    /// Run the manager: take jobs for every configured runner.
+    Run(RunArgs),
+    /// Run jobs of a single runner without a config file (or one runner from it).
+    RunSingle(Box<RunSingleArgs>),
+}
+
+/// GitLab connection flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConnectionArgs {
+    /// GitLab URL.
+    #[arg(short = 'u', long = "url", env = "CI_SERVER_URL")]
+    pub url: Option<String>,
+    /// CA bundle for GitLab's certificate.
+    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key.
+    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// `register` flags.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectionArgs,
+    /// Runner authentication token (glrt-…) of a runner created in GitLab.
+    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN")]
+    pub token: Option<String>,
+    /// Legacy registration token (deprecated in GitLab).
+    #[arg(short = 'r', long = "registration-token", env = "REGISTRATION_TOKEN")]
+    pub registration_token: Option<String>,
+    /// Runner name.
+    #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME")]
+    pub name: Option<String>,
+    /// Executor: shell or kubernetes.
+    #[arg(long = "executor", env = "RUNNER_EXECUTOR")]
+    pub executor: Option<String>,
+    /// Comma-separated tags (legacy registration only).
+    #[arg(long = "tag-list", env = "RUNNER_TAG_LIST")]
+    pub tag_list: Option<String>,
+    /// Take untagged jobs (legacy registration only).
+    #[arg(long = "run-untagged", env = "REGISTER_RUN_UNTAGGED")]
+    pub run_untagged: Option<bool>,
+    /// Lock to the project (legacy registration only).
+    #[arg(long = "locked", env = "REGISTER_LOCKED")]
+    pub locked: Option<bool>,
+    /// not_protected or ref_protected (legacy registration only).
+    #[arg(long = "access-level", env = "REGISTER_ACCESS_LEVEL")]
+    pub access_level: Option<String>,
+    /// Maximum job timeout in seconds (legacy registration only).
+    #[arg(long = "maximum-timeout", env = "REGISTER_MAXIMUM_TIMEOUT")]
+    pub maximum_timeout: Option<u64>,
+    /// Register paused (legacy registration only).
+    #[arg(long = "paused", env = "REGISTER_PAUSED")]
+    pub paused: Option<bool>,
+    /// Maintenance note (legacy registration only).
+    #[arg(long = "maintenance-note", env = "REGISTER_MAINTENANCE_NOTE")]
+    pub maintenance_note: Option<String>,
+    /// Accepted for compatibility: register never prompts.
+    #[arg(short = 'n', long = "non-interactive", env = "REGISTER_NON_INTERACTIVE")]
+    pub non_interactive: bool,
+    /// Jobs of this runner at once (0 = no limit).
+    #[arg(long = "limit", env = "RUNNER_LIMIT")]
+    pub limit: Option<u32>,
+    /// Parallel job requests.
+    #[arg(long = "request-concurrency", env = "RUNNER_REQUEST_CONCURRENCY")]
+    pub request_concurrency: Option<u32>,
+    /// Builds directory.
+    #[arg(long = "builds-dir", env = "RUNNER_BUILDS_DIR")]
+    pub builds_dir: Option<String>,
+    /// Cache directory.
+    #[arg(long = "cache-dir", env = "RUNNER_CACHE_DIR")]
+    pub cache_dir: Option<String>,
+    /// Shell (bash or sh).
+    #[arg(long = "shell", env = "RUNNER_SHELL")]
+    pub shell: Option<String>,
+    /// KEY=VALUE added to every job (repeatable).
+    #[arg(long = "env", env = "RUNNER_ENV", value_delimiter = ';')]
+    pub env: Vec<String>,
+    /// Kubernetes namespace.
+    #[arg(long = "kubernetes-namespace", env = "KUBERNETES_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+    /// Default job image.
+    #[arg(long = "kubernetes-image", env = "KUBERNETES_IMAGE")]
+    pub kubernetes_image: Option<String>,
+}
+
+/// `verify` flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Remove runners whose token GitLab refuses.
+    #[arg(long = "delete")]
+    pub delete: bool,
+    /// Only this runner.
+    #[arg(short = 'n', long = "name", env = "RUNNER_NAME")]
+    pub name: Option<String>,
+}
+
+/// `unregister` flags.
+#[derive(Debug, Args)]
+pub struct UnregisterArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// GitLab URL (with --token).
+    #[arg(short = 'u', long = "url", env = "CI_SERVER_URL")]
+    pub url: Option<String>,
+    /// The runner's token.
+    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN")]
+    pub token: Option<String>,
+    /// The runner's name.
+    #[arg(short = 'n', long = "name", env = "RUNNER_NAME")]
+    pub name: Option<String>,
+    /// Every configured runner.
+    #[arg(long = "all-runners")]
+    pub all_runners: bool,
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Base of relative builds and cache directories.
+    #[arg(short = 'd', long = "working-directory", env = "RUNNER_WORKING_DIRECTORY")]
+    pub working_directory: Option<PathBuf>,
+    /// Metrics and health server address (overrides listen_address).
+    #[arg(long = "listen-address", env = "LISTEN_ADDRESS")]
+    pub listen_address: Option<String>,
+    /// Accepted for compatibility (service name).
+    #[arg(long = "service", hide = true)]
+    pub service: Option<String>,
+    /// Accepted for compatibility; Oar runs jobs as its own user.
+    #[arg(long = "user", hide = true)]
+    pub user: Option<String>,
+}
+
+/// `run-single` flags.
+#[derive(Debug, Args)]
+pub struct RunSingleArgs {
+    /// Take the runner from this config file (with --runner-name).
+    #[arg(short = 'c', long = "config", env = "CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// The runner to take from --config.
+    #[arg(long = "runner-name")]
+    pub runner_name: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectionArgs,
+    /// Runner token.
+    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN")]
+    pub token: Option<String>,
+    /// Runner name.
+    #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME", default_value = "oar-single")]
+    pub name: String,
+    /// Executor (shell).
+    #[arg(long = "executor", env = "RUNNER_EXECUTOR", default_value = "shell")]
+    pub executor: String,
+    /// Builds directory.
+    #[arg(long = "builds-dir", env = "RUNNER_BUILDS_DIR")]
+    pub builds_dir: Option<String>,
+    /// Cache directory.
+    #[arg(long = "cache-dir", env = "RUNNER_CACHE_DIR")]
+    pub cache_dir: Option<String>,
+    /// Stop after this many jobs (0 = never).
+    #[arg(long = "max-builds", default_value_t = 0)]
+    pub max_builds: u64,
+    /// Stop after waiting this many seconds for a job (0 = never).
+    #[arg(long = "wait-timeout", default_value_t = 0)]
+    pub wait_timeout: u64,
+    /// Seconds between job requests.
+    #[arg(long = "check-interval", default_value_t = 3)]
+    pub check_interval: u64,
+}

@@ -1,0 +1,179 @@
+//! Running one job taken from GitLab: acknowledge, drive, stream, report.
+
+use crate::metrics::Metrics;
+use oar_config::{ExposeSecret, RunnerConfig};
+use oar_gitlab::{Client, JobResponse, Token, VersionInfo};
+use oar_job::report::{Reporter, ReporterConfig};
+use oar_job::{
+    Driver, FailureReason, JobContext, JobControl, JobOutcome, JobSettings, StageObserver, TraceLog,
+    TraceLogOptions,
+};
+use oar_shell::{Shell, ShellRunner};
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Where the manager keeps per-process facts a job needs.
+#[derive(Clone)]
+pub struct JobEnv {
+    /// GitLab client of this runner.
+    pub client: Client,
+    /// The runner's `info`.
+    pub info: VersionInfo,
+    /// This manager's system id.
+    pub system_id: String,
+    /// Directory relative paths are resolved against (`--working-directory`).
+    pub working_dir: std::path::PathBuf,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Streamer timings.
+    pub reporter: ReporterConfig,
+}
+
+struct MetricsObserver {
+    metrics: Metrics,
+    runner: String,
+}
+
+impl StageObserver for MetricsObserver {
+    fn stage_finished(&self, stage: &str, elapsed: Duration) {
+        self.metrics.stage_finished(&self.runner, stage, elapsed);
+    }
+}
+
+fn dir_or(configured: Option<&Path>, working: &Path, default: &str) -> String {
+    let p = match configured {
+        Some(p) if p.is_absolute() => p.to_path_buf(),
+        Some(p) => working.join(p),
+        None => working.join(default),
+    };
+    p.display().to_string()
+}
+
+/// Job settings from a runner's configuration.
+pub fn settings(runner: &RunnerConfig, env: &JobEnv, slot: usize, project_slot: usize) -> JobSettings {
+    JobSettings {
+        runner_name: runner.name.clone(),
+        short_token: runner.short_token().to_string(),
+        system_id: env.system_id.clone(),
+        version: env.info.version.clone(),
+        revision: env.info.revision.clone(),
+        executor: runner.executor.as_str().to_string(),
+        builds_dir: dir_or(runner.effective_builds_dir(), &env.working_dir, "builds"),
+        cache_dir: dir_or(runner.effective_cache_dir(), &env.working_dir, "cache"),
+        shared_builds_dir: true,
+        concurrent_id: slot,
+        concurrent_project_id: project_slot,
+        environment: runner.environment.iter().map(|e| format!("{}={}", e.key, e.value)).collect(),
+        pre_get_sources_script: runner.pre_get_sources_script.clone(),
+        post_get_sources_script: runner.post_get_sources_script.clone(),
+        pre_build_script: runner.pre_build_script.clone(),
+        post_build_script: runner.post_build_script.clone(),
+        clone_url: runner.clone_url.as_ref().map(|u| u.as_str().to_string()),
+        output_limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        feature_flags: runner.feature_flags.clone(),
+        custom_build_dir_enabled: runner.custom_build_dir_enabled.unwrap_or(false),
+        debug_trace_disabled: runner.debug_trace_disabled,
+    }
+}
+
+/// A job payload that could not be read: fail it in GitLab with the reason in its log.
+pub async fn fail_malformed(env: &JobEnv, id: i64, token: Token, reason: &str) {
+    let log = TraceLog::new(TraceLogOptions {
+        limit_bytes: 4 * 1024 * 1024,
+        phrases: vec![token.expose().to_string()],
+        token_prefixes: vec![],
+    });
+    log.write(format!("\x1b[31;1mERROR: Oar cannot read this job's payload: {reason}\x1b[0;m\n").as_bytes());
+    let reporter = Reporter::new(env.client.clone(), id, token, env.info.clone(), vec![], env.reporter.clone());
+    let outcome = JobOutcome::failed(FailureReason::RunnerSystemFailure, None, reason.to_string());
+    let control = JobControl::default();
+    if reporter.acknowledge(&log, &control).await.is_err() {
+        return;
+    }
+    reporter.finish(&log, &outcome, Default::default()).await;
+}
+
+/// Runs a job to its end and reports it. `shutdown` fires when the runner must stop jobs.
+pub async fn run(
+    env: &JobEnv,
+    runner: &RunnerConfig,
+    job: JobResponse,
+    slot: usize,
+    shutdown: CancellationToken,
+) -> Option<JobOutcome> {
+    let started = Instant::now();
+    let job_id = job.id;
+    let mut phrases: Vec<String> = job.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| v.value.clone()).collect();
+    phrases.push(job.token.expose().to_string());
+    phrases.push(runner.token.expose_secret().to_string());
+    let log = TraceLog::new(TraceLogOptions {
+        limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        phrases,
+        token_prefixes: job.features.token_mask_prefixes.clone(),
+    });
+    let debug_trace = !runner.debug_trace_disabled
+        && job.variables.iter().any(|v| v.key == "CI_DEBUG_TRACE" && v.value == "true");
+    let reporter = Reporter::new(
+        env.client.clone(),
+        job_id,
+        job.token.clone(),
+        env.info.clone(),
+        job.features.failure_reasons.clone(),
+        env.reporter.clone(),
+    )
+    .with_debug_trace(debug_trace);
+    let control = JobControl { shutdown: shutdown.child_token(), ..JobControl::default() };
+    if let Err(why) = reporter.acknowledge(&log, &control).await {
+        tracing::warn!(job_id, reason = %why, "dropping the job");
+        return None;
+    }
+    tracing::info!(job_id, runner = %runner.name, project = job.job_info.project_id, "job started");
+    env.metrics.job_started(&runner.name, &env.system_id);
+
+    let done = CancellationToken::new();
+    let streamer = {
+        let (reporter, log, control, done) = (reporter.clone(), log.clone(), control.clone(), done.clone());
+        tokio::spawn(async move { reporter.stream(log, control, done).await })
+    };
+    let outcome = match JobContext::new(job, settings(runner, env, slot, slot)) {
+        Err(e) => {
+            log.write(format!("\x1b[31;1mERROR: {e}\x1b[0;m\n").as_bytes());
+            JobOutcome::failed(FailureReason::RunnerConfigurationError, None, e.to_string())
+        }
+        Ok(ctx) => {
+            let shell = match runner.shell {
+                None | Some(oar_config::Shell::Bash) => "bash",
+                Some(oar_config::Shell::Sh) => "sh",
+                Some(oar_config::Shell::Pwsh) => "pwsh",
+                Some(oar_config::Shell::Powershell) => "powershell",
+            };
+            match Shell::from_config(shell) {
+                Err(e) => {
+                    log.write(format!("\x1b[31;1mERROR: {e}\x1b[0;m\n").as_bytes());
+                    JobOutcome::failed(FailureReason::RunnerConfigurationError, None, e.to_string())
+                }
+                Ok(shell) => {
+                    let executor = ShellRunner::new(shell);
+                    let observer = MetricsObserver { metrics: env.metrics.clone(), runner: runner.name.clone() };
+                    Driver::new(&ctx, &executor, &log, control.clone(), &observer).run().await
+                }
+            }
+        }
+    };
+    done.cancel();
+    let state = streamer.await.unwrap_or_default();
+    let delivered = reporter.finish(&log, &outcome, state).await;
+    let reason = outcome.failure.map(|f| f.as_str());
+    env.metrics.job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
+    tracing::info!(
+        job_id,
+        state = outcome.state(),
+        failure_reason = reason.unwrap_or(""),
+        duration_s = started.elapsed().as_secs_f64(),
+        delivered,
+        "job finished"
+    );
+    Some(outcome)
+}

@@ -1,0 +1,83 @@
+//! Shared fixture of the end-to-end tests: a FakeGitlab, a temp dir with config.toml, and the
+//! real `oar` binary.
+
+#![allow(dead_code)]
+
+use oar_testkit::{FakeGitlab, JobSnapshot};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The runner token every fixture registers.
+pub const RUNNER_TOKEN: &str = "glrt-oarTestToken0123456789";
+
+/// How long any single job may take in these tests.
+pub const JOB_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Fixture {
+    pub gl: FakeGitlab,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        let gl = FakeGitlab::start().await.expect("fake gitlab starts");
+        gl.add_runner(RUNNER_TOKEN);
+        gl.set_trace_update_interval(1);
+        Fixture { gl, dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn builds_dir(&self) -> PathBuf {
+        self.dir.path().join("builds")
+    }
+
+    /// Writes config.toml with one shell runner; `globals` and `runner_extra` are raw TOML.
+    pub fn write_config(&self, globals: &str, runner_extra: &str) {
+        let text = format!(
+            "{globals}\ncheck_interval = 1\n\n[[runners]]\n  name = \"e2e\"\n  url = \"{url}\"\n  token = \"{RUNNER_TOKEN}\"\n  executor = \"shell\"\n  builds_dir = \"{builds}\"\n  cache_dir = \"{cache}\"\n{runner_extra}\n",
+            url = self.gl.url(),
+            builds = self.builds_dir().display(),
+            cache = self.dir.path().join("cache").display(),
+        );
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    pub fn oar(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_oar"));
+        c.current_dir(self.dir.path()).env("HOME", self.dir.path()).kill_on_drop(true);
+        c
+    }
+
+    /// `oar run` in the background.
+    pub fn spawn_run(&self, extra: &[&str]) -> Child {
+        let mut c = self.oar();
+        c.arg("run").arg("-c").arg(self.config_path()).args(extra).stdout(Stdio::null()).stderr(Stdio::inherit());
+        c.spawn().expect("oar run starts")
+    }
+
+    /// `oar run-single` until `max_builds` jobs ran.
+    pub async fn run_single(&self, max_builds: u32) -> std::process::Output {
+        let out = self
+            .oar()
+            .arg("run-single")
+            .args(["-c"])
+            .arg(self.config_path())
+            .args(["--max-builds", &max_builds.to_string(), "--wait-timeout", "60"])
+            .output();
+        tokio::time::timeout(Duration::from_secs(180), out).await.expect("run-single ends").expect("runs")
+    }
+
+    pub async fn finished(&self, id: i64) -> JobSnapshot {
+        self.gl.wait_job_finished(id, JOB_WAIT).await.expect("job finishes")
+    }
+}
+
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, sig).expect("signal sent");
+}
