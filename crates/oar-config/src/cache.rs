@@ -164,8 +164,7 @@ impl S3Config {
         if let Some(kind) = self.authentication_type {
             return kind;
         }
-        if self.server_address.is_some() && self.access_key.is_some() && self.secret_key.is_some()
-        {
+        if self.server_address.is_some() && self.access_key.is_some() && self.secret_key.is_some() {
             S3AuthType::AccessKey
         } else {
             S3AuthType::Iam
@@ -279,7 +278,10 @@ fn s3_from_wire(wire: S3Wire, path: &KeyPath) -> Result<S3Config, Issue> {
         authentication_type: one_of(
             &path.key("AuthenticationType"),
             wire.authentication_type.as_deref(),
-            &[("access-key", S3AuthType::AccessKey), ("iam", S3AuthType::Iam)],
+            &[
+                ("access-key", S3AuthType::AccessKey),
+                ("iam", S3AuthType::Iam),
+            ],
             true,
         )?,
         server_side_encryption: one_of(

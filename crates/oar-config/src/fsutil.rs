@@ -109,7 +109,12 @@ mod tests {
         fs_err::write(&real, "old").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         write_secret_file(&link, "new").unwrap();
-        assert!(fs_err::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            fs_err::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs_err::read_to_string(&real).unwrap(), "new");
     }
 }

@@ -174,8 +174,9 @@ impl Config {
         )?;
         let connection_max_age = match &wire.connection_max_age {
             None => defaults.connection_max_age,
-            Some(raw) => Some(go_duration(&root.key("connection_max_age"), raw)?)
-                .filter(|d| !d.is_zero()),
+            Some(raw) => {
+                Some(go_duration(&root.key("connection_max_age"), raw)?).filter(|d| !d.is_zero())
+            }
         };
         let sentry_dsn = wire.sentry_dsn.filter(|s| !s.expose_secret().is_empty());
         if sentry_dsn.is_some() {

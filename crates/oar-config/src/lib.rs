@@ -57,7 +57,9 @@ mod url;
 mod validate;
 mod warning;
 
-pub use cache::{AzureConfig, CacheConfig, CacheType, GcsConfig, S3AuthType, S3Config, S3Encryption};
+pub use cache::{
+    AzureConfig, CacheConfig, CacheType, GcsConfig, S3AuthType, S3Config, S3Encryption,
+};
 pub use edit::{ConfigDocument, NewKubernetes, NewRunner, RunnerSelector, RunnerSummary};
 pub use error::{ConfigError, Location};
 pub use fsutil::write_secret_file;

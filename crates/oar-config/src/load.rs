@@ -206,7 +206,11 @@ fn issue_error(issue: Issue, map: &SourceMap<'_>, origin: &Path) -> ConfigError 
 /// Keys serde skipped: GitLab Runner settings Oar ignores on purpose, or unknown keys.
 fn ignored_warning(path: KeyPath) -> PendingWarning {
     let (kind, message) = match path.segments() {
-        [Segment::Key(runners), Segment::Index(_), Segment::Key(table)] if runners == "runners" => {
+        [
+            Segment::Key(runners),
+            Segment::Index(_),
+            Segment::Key(table),
+        ] if runners == "runners" => {
             if let Some((_, executor)) = FOREIGN_EXECUTOR_TABLES.iter().find(|(t, _)| t == table) {
                 (
                     WarningKind::UnsupportedExecutorTable,
@@ -241,5 +245,8 @@ fn ignored_warning(path: KeyPath) -> PendingWarning {
 }
 
 fn unknown(path: &KeyPath) -> (WarningKind, String) {
-    (WarningKind::UnknownKey, format!("unknown key {path} ignored"))
+    (
+        WarningKind::UnknownKey,
+        format!("unknown key {path} ignored"),
+    )
 }

@@ -155,12 +155,14 @@ impl<'a> SourceMap<'a> {
         let mut key_span: Option<Range<usize>> = None;
         for segment in path.segments() {
             let next = match segment {
-                Segment::Key(key) => node.table_like().and_then(|t| lookup(t, key)).map(
-                    |(span, item)| {
-                        key_span = span;
-                        Node::Item(item)
-                    },
-                ),
+                Segment::Key(key) => {
+                    node.table_like()
+                        .and_then(|t| lookup(t, key))
+                        .map(|(span, item)| {
+                            key_span = span;
+                            Node::Item(item)
+                        })
+                }
                 Segment::Index(index) => {
                     key_span = None;
                     node.element(*index)
@@ -219,7 +221,8 @@ fn walk(node: Node<'_>, path: &KeyPath, offset: usize, found: &mut Option<KeyPat
         let deeper = found
             .as_ref()
             .is_none_or(|f| f.segments().len() < child_path.segments().len());
-        if deeper && (contains(key_span.as_ref(), offset) || contains(child.span().as_ref(), offset))
+        if deeper
+            && (contains(key_span.as_ref(), offset) || contains(child.span().as_ref(), offset))
         {
             *found = Some(child_path.clone());
         }
@@ -273,10 +276,7 @@ mod tests {
         assert_eq!(map.position(0), Position { line: 1, column: 1 });
         let offset = TEXT.find("namespace").unwrap();
         assert_eq!(map.position(offset), Position { line: 6, column: 5 });
-        assert_eq!(
-            map.position(TEXT.len() + 10).line,
-            TEXT.lines().count() + 1
-        );
+        assert_eq!(map.position(TEXT.len() + 10).line, TEXT.lines().count() + 1);
     }
 
     #[test]
@@ -286,7 +286,10 @@ mod tests {
         let line = |p: &KeyPath, a| map.locate(p, a).map(|p| p.line);
         assert_eq!(line(&k8s.key("namespace"), Anchor::Key), Some(6));
         assert_eq!(
-            line(&k8s.key("node_selector").key("kubernetes.io/arch"), Anchor::Value),
+            line(
+                &k8s.key("node_selector").key("kubernetes.io/arch"),
+                Anchor::Value
+            ),
             Some(7)
         );
         // missing key: falls back to the enclosing table header

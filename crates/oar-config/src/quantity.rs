@@ -89,11 +89,18 @@ mod tests {
 
     #[test]
     fn accepts_kubernetes_quantities() {
-        for ok in ["1", "500m", "0.5", "2Gi", "128Mi", "1e3", "1E-2", "+1k", ".5", "1.", "100n"] {
+        for ok in [
+            "1", "500m", "0.5", "2Gi", "128Mi", "1e3", "1E-2", "+1k", ".5", "1.", "100n",
+        ] {
             assert!(Quantity::new(ok).is_some(), "{ok} should be a quantity");
         }
-        for bad in ["", "m", "1.2.3", "2GB", "1 Gi", "abc", "1e", "1ee3", "--1", "1Ki2"] {
-            assert!(Quantity::new(bad).is_none(), "{bad} should not be a quantity");
+        for bad in [
+            "", "m", "1.2.3", "2GB", "1 Gi", "abc", "1e", "1ee3", "--1", "1Ki2",
+        ] {
+            assert!(
+                Quantity::new(bad).is_none(),
+                "{bad} should not be a quantity"
+            );
         }
     }
 

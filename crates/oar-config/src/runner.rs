@@ -271,8 +271,13 @@ impl RunnerConfig {
             }
             _ => {}
         }
-        let pre_get_sources_script =
-            deprecated_script(path, ctx, wire.pre_get_sources_script, wire.pre_clone_script, "pre");
+        let pre_get_sources_script = deprecated_script(
+            path,
+            ctx,
+            wire.pre_get_sources_script,
+            wire.pre_clone_script,
+            "pre",
+        );
         let post_get_sources_script = deprecated_script(
             path,
             ctx,
@@ -319,7 +324,12 @@ impl RunnerConfig {
             cache_dir: non_empty(wire.cache_dir).map(PathBuf::from),
             custom_build_dir_enabled: wire.custom_build_dir.and_then(|c| c.enabled),
             environment: env_list(&path.key("environment"), wire.environment)?,
-            request_concurrency: positive_or(path, "request_concurrency", wire.request_concurrency, 1)?,
+            request_concurrency: positive_or(
+                path,
+                "request_concurrency",
+                wire.request_concurrency,
+                1,
+            )?,
             output_limit: positive_or(
                 path,
                 "output_limit",

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::locate::fold_key;
 
@@ -34,8 +34,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for CaselessDeserializer<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        self.0
-            .deserialize_struct(name, fields, CaselessVisitor { inner: visitor, fields })
+        self.0.deserialize_struct(
+            name,
+            fields,
+            CaselessVisitor {
+                inner: visitor,
+                fields,
+            },
+        )
     }
 
     serde::forward_to_deserialize_any! {

@@ -134,7 +134,9 @@ pub(crate) fn quantity(path: &KeyPath, value: Option<String>) -> Result<Option<Q
             Quantity::new(&text).ok_or_else(|| {
                 Issue::value(
                     path,
-                    format!("expected a Kubernetes quantity such as \"500m\" or \"2Gi\", found {text:?}"),
+                    format!(
+                        "expected a Kubernetes quantity such as \"500m\" or \"2Gi\", found {text:?}"
+                    ),
                 )
             })
         })

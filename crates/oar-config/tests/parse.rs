@@ -82,19 +82,53 @@ fn realistic_config_helpers() {
     assert_eq!(cache.kind, Some(CacheType::S3));
     let s3 = cache.s3.as_ref().unwrap();
     assert_eq!(s3.server_address.as_deref(), Some("minio.example.com:9000"));
-    assert_eq!(s3.secret_key.as_ref().unwrap().expose_secret(), "s3-super-secret-key");
+    assert_eq!(
+        s3.secret_key.as_ref().unwrap().expose_secret(),
+        "s3-super-secret-key"
+    );
     assert_eq!(s3.auth_type(), S3AuthType::AccessKey);
 
     let kube = k8s.kubernetes.as_ref().unwrap();
-    assert_eq!(kube.pull_policy, [PullPolicy::IfNotPresent, PullPolicy::Always]);
-    assert_eq!(kube.retry_backoff_max, Duration::from_millis(500), "clamped to 500ms");
-    assert_eq!(kube.logs_base_dir.as_deref(), Some("/tmp"), "trailing slash stripped");
-    assert!(kube.namespace_overwrite_allowed.as_ref().unwrap().is_match("xx-ci-foo"));
-    assert_eq!(kube.service_account_overwrite_allowed.as_ref().map(|r| r.as_str()), None);
+    assert_eq!(
+        kube.pull_policy,
+        [PullPolicy::IfNotPresent, PullPolicy::Always]
+    );
+    assert_eq!(
+        kube.retry_backoff_max,
+        Duration::from_millis(500),
+        "clamped to 500ms"
+    );
+    assert_eq!(
+        kube.logs_base_dir.as_deref(),
+        Some("/tmp"),
+        "trailing slash stripped"
+    );
+    assert!(
+        kube.namespace_overwrite_allowed
+            .as_ref()
+            .unwrap()
+            .is_match("xx-ci-foo")
+    );
+    assert_eq!(
+        kube.service_account_overwrite_allowed
+            .as_ref()
+            .map(|r| r.as_str()),
+        None
+    );
     assert_eq!(kube.services[0].aliases, ["db", "postgres"]);
-    assert!(kube.service_container_security_context.is_none(), "empty table is unset");
+    assert!(
+        kube.service_container_security_context.is_none(),
+        "empty table is unset"
+    );
     let memory = &kube.build_resources.memory;
-    assert!(memory.limit.as_ref().unwrap().as_f64() < memory.limit_overwrite_max_allowed.as_ref().unwrap().as_f64());
+    assert!(
+        memory.limit.as_ref().unwrap().as_f64()
+            < memory
+                .limit_overwrite_max_allowed
+                .as_ref()
+                .unwrap()
+                .as_f64()
+    );
 }
 
 #[test]
@@ -109,8 +143,16 @@ fn unknown_keys_are_warnings_with_lines() {
             "config.toml:10: unknown key runners[0].kubernetes.foo ignored",
         ]
     );
-    assert!(loaded.warnings.iter().all(|w| w.kind == WarningKind::UnknownKey));
-    assert_eq!(loaded.warnings[1].key.to_string(), "runners[0].kubernetes.foo");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|w| w.kind == WarningKind::UnknownKey)
+    );
+    assert_eq!(
+        loaded.warnings[1].key.to_string(),
+        "runners[0].kubernetes.foo"
+    );
 }
 
 #[test]
@@ -138,12 +180,20 @@ fn foreign_executor_tables_warn_once_each() {
             "config.toml:12: runners[0].referees ignored: Oar does not run metrics referees",
         ]
     );
-    assert_eq!(loaded.warnings[0].kind, WarningKind::UnsupportedExecutorTable);
+    assert_eq!(
+        loaded.warnings[0].kind,
+        WarningKind::UnsupportedExecutorTable
+    );
 }
 
 #[test]
 fn cache_keys_match_case_insensitively() {
-    for key in ["ServerAddress", "serveraddress", "server_address", "SERVER_ADDRESS"] {
+    for key in [
+        "ServerAddress",
+        "serveraddress",
+        "server_address",
+        "SERVER_ADDRESS",
+    ] {
         let text = format!(
             "[[runners]]\nurl = \"https://x\"\ntoken = \"t\"\nexecutor = \"shell\"\n\
              [runners.cache]\ntype = \"s3\"\n[runners.cache.S3]\n{key} = \"s3.local\"\nbucket_name = \"b\"\n"
@@ -152,7 +202,11 @@ fn cache_keys_match_case_insensitively() {
         assert_eq!(warnings(&loaded), Vec::<String>::new(), "{key}");
         let cache = loaded.config.runners[0].cache.clone().unwrap();
         assert_eq!(cache.kind, Some(CacheType::S3));
-        assert_eq!(cache.s3.unwrap().server_address.as_deref(), Some("s3.local"), "{key}");
+        assert_eq!(
+            cache.s3.unwrap().server_address.as_deref(),
+            Some("s3.local"),
+            "{key}"
+        );
     }
 }
 
@@ -238,5 +292,9 @@ fn load_reads_files_and_reports_missing_ones() {
     assert_eq!(loaded.config.runners.len(), 2);
     let first = &loaded.warnings[0];
     assert_eq!(first.location.file, path);
-    assert!(first.to_string().starts_with(&format!("{}:", path.display())));
+    assert!(
+        first
+            .to_string()
+            .starts_with(&format!("{}:", path.display()))
+    );
 }

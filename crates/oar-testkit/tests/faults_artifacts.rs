@@ -43,6 +43,15 @@ async fn status_reset_delay_and_trace416_faults() -> anyhow::Result<()> {
         .await;
     let err = reset.expect_err("connection must be reset");
     assert!(err.is_request() || err.is_connect(), "{err:?}");
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    let mut reset_seen = false;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            reset_seen |= io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = e.source();
+    }
+    assert!(reset_seen, "expected ECONNRESET: {err:?}");
     let r = request_job(&c, &gl, RUNNER_TOKEN, &[]).await;
     assert_eq!(
         (r.status().as_u16(), header(&r, "retry-after")),

@@ -173,11 +173,17 @@ pub(super) fn runner_table(runner: &NewRunner) -> Result<Table, String> {
     };
     w.set("name", runner.name.as_str());
     w.opt("limit", runner.limit.map(i64::from));
-    w.opt("request_concurrency", runner.request_concurrency.map(i64::from));
+    w.opt(
+        "request_concurrency",
+        runner.request_concurrency.map(i64::from),
+    );
     w.set("url", runner.url.as_str());
     w.set("id", runner.id);
     w.set("token", runner.token.expose_secret());
-    w.set("token_obtained_at", datetime(Some(runner.token_obtained_at))?);
+    w.set(
+        "token_obtained_at",
+        datetime(Some(runner.token_obtained_at))?,
+    );
     w.set("token_expires_at", datetime(runner.token_expires_at)?);
     let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
     w.opt("tls-ca-file", path_str(&runner.tls_ca_file));
@@ -191,7 +197,12 @@ pub(super) fn runner_table(runner: &NewRunner) -> Result<Table, String> {
     }
     w.opt_str("shell", runner.shell.as_deref());
     if runner.executor == Executor::Kubernetes || runner.kubernetes.is_some() {
-        let k8s = kubernetes_table(runner.kubernetes.as_ref().unwrap_or(&NewKubernetes::default()));
+        let k8s = kubernetes_table(
+            runner
+                .kubernetes
+                .as_ref()
+                .unwrap_or(&NewKubernetes::default()),
+        );
         table.insert("kubernetes", Item::Table(k8s));
     }
     Ok(table)

@@ -26,8 +26,8 @@ pub use pod::{
 pub use resources::{ContainerResources, PodResources, ResourceSpec};
 pub use security::{ContainerSecurityContext, PodSecurityContext, ProcMount, Profile, ProfileType};
 pub use volumes::{
-    CsiVolume, EmptyDirVolume, HostPathVolume, ItemsVolume, MountPropagation, NfsVolume,
-    PvcVolume, VolumeMount, Volumes,
+    CsiVolume, EmptyDirVolume, HostPathVolume, ItemsVolume, MountPropagation, NfsVolume, PvcVolume,
+    VolumeMount, Volumes,
 };
 pub(crate) use wire::KubernetesWire;
 
@@ -243,8 +243,12 @@ impl Default for KubernetesConfig {
     fn default() -> Self {
         // Not input data: an empty table has nothing that could fail validation.
         #[allow(clippy::expect_used)]
-        Self::from_wire(KubernetesWire::default(), &KeyPath::root(), &mut Ctx::default())
-            .expect("an empty [runners.kubernetes] table is valid")
+        Self::from_wire(
+            KubernetesWire::default(),
+            &KeyPath::root(),
+            &mut Ctx::default(),
+        )
+        .expect("an empty [runners.kubernetes] table is valid")
     }
 }
 
@@ -451,7 +455,11 @@ fn pull_policies(path: &KeyPath, values: Vec<String>) -> Result<Vec<PullPolicy>,
     let mut out = Vec::new();
     for (i, value) in values.iter().enumerate() {
         // A single string is reported at the key itself, a list element at its index.
-        let at = if values.len() == 1 { path.clone() } else { path.index(i) };
+        let at = if values.len() == 1 {
+            path.clone()
+        } else {
+            path.index(i)
+        };
         if let Some(policy) = one_of(&at, Some(value), &choices, false)? {
             out.push(policy);
         }
@@ -466,7 +474,10 @@ fn dns_policy(p: &KeyPath, value: Option<&str>, ctx: &mut Ctx) -> Option<DnsPoli
         ("none", DnsPolicy::None),
         ("default", DnsPolicy::Default),
         ("cluster-first", DnsPolicy::ClusterFirst),
-        ("cluster-first-with-host-net", DnsPolicy::ClusterFirstWithHostNet),
+        (
+            "cluster-first-with-host-net",
+            DnsPolicy::ClusterFirstWithHostNet,
+        ),
     ];
     match one_of(&key, value, &choices, false) {
         Ok(policy) => policy,

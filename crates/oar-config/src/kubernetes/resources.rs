@@ -63,25 +63,110 @@ macro_rules! spec {
 pub(crate) fn from_wire(
     w: &mut KubernetesWire,
     p: &KeyPath,
-) -> Result<(ContainerResources, ContainerResources, ContainerResources, PodResources), Issue> {
+) -> Result<
+    (
+        ContainerResources,
+        ContainerResources,
+        ContainerResources,
+        PodResources,
+    ),
+    Issue,
+> {
     let build = ContainerResources {
-        cpu: spec!(p, w, cpu_request, cpu_request_overwrite_max_allowed, cpu_limit, cpu_limit_overwrite_max_allowed),
-        memory: spec!(p, w, memory_request, memory_request_overwrite_max_allowed, memory_limit, memory_limit_overwrite_max_allowed),
-        ephemeral_storage: spec!(p, w, ephemeral_storage_request, ephemeral_storage_request_overwrite_max_allowed, ephemeral_storage_limit, ephemeral_storage_limit_overwrite_max_allowed),
+        cpu: spec!(
+            p,
+            w,
+            cpu_request,
+            cpu_request_overwrite_max_allowed,
+            cpu_limit,
+            cpu_limit_overwrite_max_allowed
+        ),
+        memory: spec!(
+            p,
+            w,
+            memory_request,
+            memory_request_overwrite_max_allowed,
+            memory_limit,
+            memory_limit_overwrite_max_allowed
+        ),
+        ephemeral_storage: spec!(
+            p,
+            w,
+            ephemeral_storage_request,
+            ephemeral_storage_request_overwrite_max_allowed,
+            ephemeral_storage_limit,
+            ephemeral_storage_limit_overwrite_max_allowed
+        ),
     };
     let helper = ContainerResources {
-        cpu: spec!(p, w, helper_cpu_request, helper_cpu_request_overwrite_max_allowed, helper_cpu_limit, helper_cpu_limit_overwrite_max_allowed),
-        memory: spec!(p, w, helper_memory_request, helper_memory_request_overwrite_max_allowed, helper_memory_limit, helper_memory_limit_overwrite_max_allowed),
-        ephemeral_storage: spec!(p, w, helper_ephemeral_storage_request, helper_ephemeral_storage_request_overwrite_max_allowed, helper_ephemeral_storage_limit, helper_ephemeral_storage_limit_overwrite_max_allowed),
+        cpu: spec!(
+            p,
+            w,
+            helper_cpu_request,
+            helper_cpu_request_overwrite_max_allowed,
+            helper_cpu_limit,
+            helper_cpu_limit_overwrite_max_allowed
+        ),
+        memory: spec!(
+            p,
+            w,
+            helper_memory_request,
+            helper_memory_request_overwrite_max_allowed,
+            helper_memory_limit,
+            helper_memory_limit_overwrite_max_allowed
+        ),
+        ephemeral_storage: spec!(
+            p,
+            w,
+            helper_ephemeral_storage_request,
+            helper_ephemeral_storage_request_overwrite_max_allowed,
+            helper_ephemeral_storage_limit,
+            helper_ephemeral_storage_limit_overwrite_max_allowed
+        ),
     };
     let service = ContainerResources {
-        cpu: spec!(p, w, service_cpu_request, service_cpu_request_overwrite_max_allowed, service_cpu_limit, service_cpu_limit_overwrite_max_allowed),
-        memory: spec!(p, w, service_memory_request, service_memory_request_overwrite_max_allowed, service_memory_limit, service_memory_limit_overwrite_max_allowed),
-        ephemeral_storage: spec!(p, w, service_ephemeral_storage_request, service_ephemeral_storage_request_overwrite_max_allowed, service_ephemeral_storage_limit, service_ephemeral_storage_limit_overwrite_max_allowed),
+        cpu: spec!(
+            p,
+            w,
+            service_cpu_request,
+            service_cpu_request_overwrite_max_allowed,
+            service_cpu_limit,
+            service_cpu_limit_overwrite_max_allowed
+        ),
+        memory: spec!(
+            p,
+            w,
+            service_memory_request,
+            service_memory_request_overwrite_max_allowed,
+            service_memory_limit,
+            service_memory_limit_overwrite_max_allowed
+        ),
+        ephemeral_storage: spec!(
+            p,
+            w,
+            service_ephemeral_storage_request,
+            service_ephemeral_storage_request_overwrite_max_allowed,
+            service_ephemeral_storage_limit,
+            service_ephemeral_storage_limit_overwrite_max_allowed
+        ),
     };
     let pod = PodResources {
-        cpu: spec!(p, w, pod_cpu_request, pod_cpu_request_overwrite_max_allowed, pod_cpu_limit, pod_cpu_limit_overwrite_max_allowed),
-        memory: spec!(p, w, pod_memory_request, pod_memory_request_overwrite_max_allowed, pod_memory_limit, pod_memory_limit_overwrite_max_allowed),
+        cpu: spec!(
+            p,
+            w,
+            pod_cpu_request,
+            pod_cpu_request_overwrite_max_allowed,
+            pod_cpu_limit,
+            pod_cpu_limit_overwrite_max_allowed
+        ),
+        memory: spec!(
+            p,
+            w,
+            pod_memory_request,
+            pod_memory_request_overwrite_max_allowed,
+            pod_memory_limit,
+            pod_memory_limit_overwrite_max_allowed
+        ),
     };
     Ok((build, helper, service, pod))
 }

@@ -227,7 +227,14 @@ impl Volumes {
         for (i, v) in wire.host_path.into_iter().enumerate() {
             let p = each("host_path", i);
             volumes.host_path.push(HostPathVolume {
-                mount: mount(&p, v.name, v.mount_path, v.sub_path, v.read_only, v.mount_propagation)?,
+                mount: mount(
+                    &p,
+                    v.name,
+                    v.mount_path,
+                    v.sub_path,
+                    v.read_only,
+                    v.mount_propagation,
+                )?,
                 host_path: non_empty(v.host_path),
             });
         }
@@ -237,7 +244,14 @@ impl Volumes {
         for (i, v) in wire.pvc.into_iter().enumerate() {
             let p = each("pvc", i);
             volumes.pvc.push(PvcVolume {
-                mount: mount(&p, v.name, v.mount_path, v.sub_path, v.read_only, v.mount_propagation)?,
+                mount: mount(
+                    &p,
+                    v.name,
+                    v.mount_path,
+                    v.sub_path,
+                    v.read_only,
+                    v.mount_propagation,
+                )?,
             });
         }
         for (i, v) in wire.config_map.into_iter().enumerate() {
@@ -258,7 +272,14 @@ impl Volumes {
                 q
             });
             volumes.empty_dir.push(EmptyDirVolume {
-                mount: mount(&p, v.name, v.mount_path, v.sub_path, None, v.mount_propagation)?,
+                mount: mount(
+                    &p,
+                    v.name,
+                    v.mount_path,
+                    v.sub_path,
+                    None,
+                    v.mount_propagation,
+                )?,
                 medium: non_empty(v.medium),
                 size_limit,
             });

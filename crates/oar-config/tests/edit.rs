@@ -1,0 +1,167 @@
+//! Editing keeps comments and formatting, writes atomically with mode 0600.
+
+use std::path::Path;
+
+use oar_config::kubernetes::PullPolicy;
+use oar_config::{
+    ConfigDocument, ConfigError, Executor, ExposeSecret, NewKubernetes, NewRunner, RunnerSelector,
+    SecretString, load,
+};
+use pretty_assertions::assert_eq;
+use time::macros::datetime;
+
+fn k8s_runner() -> NewRunner {
+    let mut runner = NewRunner::new(
+        "k8s",
+        "https://gitlab.example.com/",
+        43,
+        SecretString::from("glrt-t1_newk8stoken999"),
+        datetime!(2024-07-01 12:00:00.123 +02:00),
+        Executor::Kubernetes,
+    );
+    runner.token_expires_at = Some(datetime!(2025-07-01 10:00:00 UTC));
+    runner.request_concurrency = Some(2);
+    runner.environment = vec!["FOO=bar".to_owned()];
+    runner.kubernetes = Some(NewKubernetes {
+        namespace: Some("ci".to_owned()),
+        image: Some("alpine:3.20".to_owned()),
+        pull_policy: vec![PullPolicy::IfNotPresent],
+        ..NewKubernetes::default()
+    });
+    runner
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn edits_keep_comments_and_formatting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    fs_err::write(&path, include_str!("fixtures/edit-before.toml")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    let mut doc = ConfigDocument::open_or_default(&path).unwrap();
+    let names: Vec<String> = doc.runners().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["old-shell", "to-remove"]);
+
+    assert_eq!(doc.remove_runners(|r| r.name == "to-remove"), 1);
+    doc.set_token(
+        RunnerSelector::Name("old-shell"),
+        &SecretString::from("glrt-rotated222222"),
+        datetime!(2024-06-01 00:00:00 UTC),
+        None,
+    )
+    .unwrap();
+    doc.append_runner(&k8s_runner()).unwrap();
+    doc.save().unwrap();
+
+    let written = fs_err::read_to_string(&path).unwrap();
+    insta::assert_snapshot!("edited_config", written);
+    #[cfg(unix)]
+    assert_eq!(mode(&path), 0o600);
+
+    let loaded = load(&path).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let runners = &loaded.config.runners;
+    assert_eq!(runners.len(), 2);
+    assert_eq!(runners[0].token.expose_secret(), "glrt-rotated222222");
+    assert_eq!(runners[0].token_expires_at, None);
+    assert_eq!(runners[1].short_token(), "newk8stok");
+    assert_eq!(
+        runners[1].token_obtained_at,
+        Some(datetime!(2024-07-01 10:00:00 UTC))
+    );
+    let kube = runners[1].kubernetes.as_ref().unwrap();
+    assert_eq!(kube.effective_namespace(), "ci");
+    assert_eq!(kube.pull_policy, [PullPolicy::IfNotPresent]);
+}
+
+#[test]
+fn new_file_gets_gitlab_globals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etc/oar/config.toml");
+    let mut doc = ConfigDocument::open_or_default(&path).unwrap();
+    assert!(doc.runners().is_empty());
+    let mut shell = NewRunner::new(
+        "shell",
+        "https://gitlab.example.com/",
+        7,
+        SecretString::from("glrt-shelltoken"),
+        datetime!(2024-07-01 10:00:00 UTC),
+        Executor::Shell,
+    );
+    shell.limit = Some(1);
+    shell.builds_dir = Some("/srv/builds".to_owned());
+    shell.tls_ca_file = Some("/etc/oar/ca.pem".into());
+    doc.append_runner(&shell).unwrap();
+    doc.append_runner(&k8s_runner()).unwrap();
+    doc.validate().unwrap();
+    doc.save().unwrap();
+    insta::assert_snapshot!("new_config", fs_err::read_to_string(&path).unwrap());
+    #[cfg(unix)]
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(load(&path).unwrap().config.runners.len(), 2);
+}
+
+#[test]
+fn selecting_runners() {
+    let text = "[[runners]]\nname = \"a\"\n[[runners]]\nname = \"a\"\n[[runners]]\nname = \"b\"\n";
+    let mut doc = ConfigDocument::parse(text, Path::new("config.toml")).unwrap();
+    let token = SecretString::from("glrt-x");
+    let now = datetime!(2024-01-01 00:00:00 UTC);
+    let err = doc
+        .set_token(RunnerSelector::Name("a"), &token, now, None)
+        .unwrap_err();
+    assert!(
+        matches!(err, ConfigError::AmbiguousRunner { count: 2, .. }),
+        "{err}"
+    );
+    let err = doc
+        .set_token(RunnerSelector::Name("c"), &token, now, None)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "config.toml: no runner named \"c\"");
+    let err = doc
+        .set_token(RunnerSelector::Index(3), &token, now, None)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "config.toml: no runner at index 3");
+    doc.set_token(RunnerSelector::Index(1), &token, now, None)
+        .unwrap();
+    assert_eq!(doc.runners()[1].token.expose_secret(), "glrt-x");
+    assert_eq!(doc.runners()[0].token.expose_secret(), "");
+}
+
+#[test]
+fn debug_hides_tokens_and_bad_documents_are_rejected() {
+    let doc = ConfigDocument::parse(
+        "[[runners]]\nname = \"a\"\ntoken = \"glrt-verysecret\"\n",
+        Path::new("config.toml"),
+    )
+    .unwrap();
+    assert!(!format!("{doc:?}").contains("verysecret"));
+    assert!(doc.to_string().contains("verysecret"));
+
+    let err = ConfigDocument::parse("runners = 1", Path::new("config.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.toml: runners must be an array of tables ([[runners]])"
+    );
+    let err = ConfigDocument::parse("a = ", Path::new("config.toml")).unwrap_err();
+    assert!(
+        err.to_string().starts_with("config.toml:1:5: invalid TOML"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    assert!(matches!(
+        ConfigDocument::open(&missing),
+        Err(ConfigError::NotFound { .. })
+    ));
+}
