@@ -12,9 +12,9 @@ pub struct Location {
     /// The file, as given to [`load`](crate::load) or [`parse_str`](crate::parse_str).
     pub file: PathBuf,
     /// 1-based line, when known.
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// 1-based column (in characters), when known.
-    pub column: Option<usize>,
+    pub column: Option<u32>,
 }
 
 impl fmt::Display for Location {

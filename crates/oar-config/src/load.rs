@@ -75,17 +75,17 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Loaded, ConfigError> {
             message: w.message,
         })
         .collect();
-    warnings.sort_by_key(|w| w.location.line.unwrap_or(usize::MAX));
+    warnings.sort_by_key(|w| w.location.line.unwrap_or(u32::MAX));
     Ok(Loaded { config, warnings })
 }
 
-fn map_position(text: &str, offset: usize) -> (usize, usize) {
+fn map_position(text: &str, offset: usize) -> (u32, u32) {
     let starts = crate::locate::line_starts(text);
     let p = crate::locate::position_in(text, &starts, offset);
     (p.line, p.column)
 }
 
-fn location(origin: &Path, position: Option<(usize, usize)>) -> Location {
+fn location(origin: &Path, position: Option<(u32, u32)>) -> Location {
     Location {
         file: origin.to_owned(),
         line: position.map(|p| p.0),
@@ -93,7 +93,7 @@ fn location(origin: &Path, position: Option<(usize, usize)>) -> Location {
     }
 }
 
-fn syntax_error(origin: &Path, position: Option<(usize, usize)>, message: &str) -> ConfigError {
+fn syntax_error(origin: &Path, position: Option<(u32, u32)>, message: &str) -> ConfigError {
     let message = message
         .lines()
         .map(str::trim)

@@ -14,8 +14,8 @@ use crate::path::{KeyPath, Segment};
 /// A 1-based line and column (columns count characters, not bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Position {
-    pub(crate) line: usize,
-    pub(crate) column: usize,
+    pub(crate) line: u32,
+    pub(crate) column: u32,
 }
 
 /// Whether a located path should point at the key or at its value.
@@ -247,9 +247,13 @@ pub(crate) fn position_in(text: &str, line_starts: &[usize], offset: usize) -> P
         .map_or(offset - start, |prefix| prefix.chars().count())
         + 1;
     Position {
-        line: line_index + 1,
-        column,
+        line: saturate(line_index + 1),
+        column: saturate(column),
     }
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -276,7 +280,10 @@ mod tests {
         assert_eq!(map.position(0), Position { line: 1, column: 1 });
         let offset = TEXT.find("namespace").unwrap();
         assert_eq!(map.position(offset), Position { line: 6, column: 5 });
-        assert_eq!(map.position(TEXT.len() + 10).line, TEXT.lines().count() + 1);
+        assert_eq!(
+            map.position(TEXT.len() + 10).line,
+            u32::try_from(TEXT.lines().count() + 1).unwrap()
+        );
     }
 
     #[test]

@@ -90,10 +90,16 @@ pub struct JobContext {
 
 /// `namespace/project` from the repo URL path, else `project-<id>`.
 fn project_path(job: &JobResponse) -> String {
-    let from_url = url::Url::parse(job.git_info.repo_url.expose()).ok().and_then(|u| {
-        let p = u.path().trim_matches('/').trim_end_matches(".git").to_string();
-        (!p.is_empty()).then_some(p)
-    });
+    let from_url = url::Url::parse(job.git_info.repo_url.expose())
+        .ok()
+        .and_then(|u| {
+            let p = u
+                .path()
+                .trim_matches('/')
+                .trim_end_matches(".git")
+                .to_string();
+            (!p.is_empty()).then_some(p)
+        });
     let path = from_url.unwrap_or_else(|| format!("project-{}", job.job_info.project_id));
     // Keep only safe path segments: never climb out of the builds dir.
     path.split('/')
@@ -118,7 +124,10 @@ impl JobContext {
         let mut project_dir = if settings.shared_builds_dir {
             join(
                 &settings.builds_dir,
-                &format!("{}/{}/{project}", settings.short_token, settings.concurrent_project_id),
+                &format!(
+                    "{}/{}/{project}",
+                    settings.short_token, settings.concurrent_project_id
+                ),
             )
         } else {
             join(&settings.builds_dir, &project)
@@ -136,12 +145,16 @@ impl JobContext {
                 });
             }
             let clean = clone_path.trim_end_matches('/');
-            let inside = clean.starts_with(&format!("{}/", settings.builds_dir.trim_end_matches('/')))
+            let inside = clean
+                .starts_with(&format!("{}/", settings.builds_dir.trim_end_matches('/')))
                 && !clean.split('/').any(|s| s == "..");
             if !inside {
                 return Err(JobError::Payload {
                     field: "GIT_CLONE_PATH".into(),
-                    reason: format!("{clean} is not inside the builds directory {}", settings.builds_dir),
+                    reason: format!(
+                        "{clean} is not inside the builds directory {}",
+                        settings.builds_dir
+                    ),
                 });
             }
             project_dir = clean.to_string();
@@ -157,7 +170,13 @@ impl JobContext {
             _ => DEFAULT_JOB_TIMEOUT,
         };
         let vars = Self::all_variables(&job, &settings, &layout, timeout, job_vars);
-        Ok(JobContext { job, settings, layout, vars, timeout })
+        Ok(JobContext {
+            job,
+            settings,
+            layout,
+            vars,
+            timeout,
+        })
     }
 
     fn all_variables(
@@ -174,7 +193,10 @@ impl JobContext {
         v.set("CI_BUILDS_DIR", &layout.builds_dir);
         v.set("CI_PROJECT_DIR", &layout.project_dir);
         v.set("CI_CONCURRENT_ID", s.concurrent_id.to_string());
-        v.set("CI_CONCURRENT_PROJECT_ID", s.concurrent_project_id.to_string());
+        v.set(
+            "CI_CONCURRENT_PROJECT_ID",
+            s.concurrent_project_id.to_string(),
+        );
         v.set("CI_SERVER", "yes");
         v.set("CI_JOB_STATUS", "running");
         v.set("CI_JOB_TIMEOUT", timeout.as_secs().to_string());
@@ -207,7 +229,13 @@ impl JobContext {
 
     /// Whether a feature flag is on: the job's variable wins over the runner's setting.
     pub fn feature_flag(&self, name: &str) -> bool {
-        self.vars.bool(name).unwrap_or_else(|| self.settings.feature_flags.get(name).copied().unwrap_or(false))
+        self.vars.bool(name).unwrap_or_else(|| {
+            self.settings
+                .feature_flags
+                .get(name)
+                .copied()
+                .unwrap_or(false)
+        })
     }
 
     /// `CI_DEBUG_TRACE` unless the runner disabled it.
@@ -260,7 +288,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -273,7 +303,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         total += n * mult;
         rest = &rest[unit_len..];
     }
-    (0.0..1e12).contains(&total).then(|| Duration::from_secs_f64(total))
+    (0.0..1e12)
+        .contains(&total)
+        .then(|| Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

@@ -87,7 +87,14 @@ impl<'a, R: StageRunner> Driver<'a, R> {
         observer: &'a dyn StageObserver,
     ) -> Self {
         let deadline = Instant::now() + ctx.timeout;
-        Driver { ctx, runner, log, control, observer, deadline }
+        Driver {
+            ctx,
+            runner,
+            log,
+            control,
+            observer,
+            deadline,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -100,14 +107,16 @@ impl<'a, R: StageRunner> Driver<'a, R> {
 
     fn section_start(&self, name: &str, description: &str) {
         if self.ctx.job.features.trace_sections {
-            self.log.write(format!("section_start:{}:{name}\r\x1b[0K", now_unix()).as_bytes());
+            self.log
+                .write(format!("section_start:{}:{name}\r\x1b[0K", now_unix()).as_bytes());
         }
         self.colored(CYAN, description);
     }
 
     fn section_end(&self, name: &str) {
         if self.ctx.job.features.trace_sections {
-            self.log.write(format!("section_end:{}:{name}\r\x1b[0K", now_unix()).as_bytes());
+            self.log
+                .write(format!("section_end:{}:{name}\r\x1b[0K", now_unix()).as_bytes());
         }
     }
 
@@ -118,7 +127,10 @@ impl<'a, R: StageRunner> Driver<'a, R> {
             "Running with gitlab-runner {} (Oar {}; {})",
             s.version, s.version, s.revision
         ));
-        self.line(&format!("  on {} {}, system ID: {}", s.runner_name, s.short_token, s.system_id));
+        self.line(&format!(
+            "  on {} {}, system ID: {}",
+            s.runner_name, s.short_token, s.system_id
+        ));
         let outcome = self.run_stages().await;
         self.line("");
         match &outcome.failure {
@@ -130,7 +142,10 @@ impl<'a, R: StageRunner> Driver<'a, R> {
 
     async fn run_stages(&self) -> JobOutcome {
         let ctx = self.ctx;
-        self.section_start("prepare_executor", &format!("Preparing the \"{}\" executor", ctx.settings.executor));
+        self.section_start(
+            "prepare_executor",
+            &format!("Preparing the \"{}\" executor", ctx.settings.executor),
+        );
         let prepared = self.runner.prepare(ctx, self.log).await;
         self.section_end("prepare_executor");
         if let Err(e) = prepared {
@@ -138,16 +153,36 @@ impl<'a, R: StageRunner> Driver<'a, R> {
             return JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e.to_string());
         }
 
-        let mut result = self.run_stage(scripts::prepare(ctx), self.deadline, true).await;
+        let mut result = self
+            .run_stage(scripts::prepare(ctx), self.deadline, true)
+            .await;
         if result == StageResult::Ok {
-            result = self.with_attempts("GET_SOURCES_ATTEMPTS", || scripts::get_sources(ctx)).await;
-        }
-        if result == StageResult::Ok && ctx.job.cache.iter().any(|c| !c.paths.is_empty() || c.untracked) {
             result = self
-                .run_stage(scripts::unsupported(ctx, Stage::RestoreCache, "caches"), self.deadline, true)
+                .with_attempts("GET_SOURCES_ATTEMPTS", || scripts::get_sources(ctx))
                 .await;
         }
-        if result == StageResult::Ok && ctx.job.dependencies.iter().any(|d| d.artifacts_file.is_some()) {
+        if result == StageResult::Ok
+            && ctx
+                .job
+                .cache
+                .iter()
+                .any(|c| !c.paths.is_empty() || c.untracked)
+        {
+            result = self
+                .run_stage(
+                    scripts::unsupported(ctx, Stage::RestoreCache, "caches"),
+                    self.deadline,
+                    true,
+                )
+                .await;
+        }
+        if result == StageResult::Ok
+            && ctx
+                .job
+                .dependencies
+                .iter()
+                .any(|d| d.artifacts_file.is_some())
+        {
             result = self
                 .run_stage(
                     scripts::unsupported(ctx, Stage::DownloadArtifacts, "artifact downloads"),
@@ -162,7 +197,13 @@ impl<'a, R: StageRunner> Driver<'a, R> {
                 None => self.deadline,
             };
             for step in ctx.job.steps.iter().filter(|s| s.name != "after_script") {
-                result = self.run_stage(scripts::step(ctx, &step.name, &step.script), script_deadline, true).await;
+                result = self
+                    .run_stage(
+                        scripts::step(ctx, &step.name, &step.script),
+                        script_deadline,
+                        true,
+                    )
+                    .await;
                 if result != StageResult::Ok {
                     break;
                 }
@@ -170,20 +211,33 @@ impl<'a, R: StageRunner> Driver<'a, R> {
         }
         let mut outcome = self.outcome_of(&result);
 
-        let after = ctx.job.steps.iter().find(|s| s.name == "after_script" && !s.script.is_empty());
+        let after = ctx
+            .job
+            .steps
+            .iter()
+            .find(|s| s.name == "after_script" && !s.script.is_empty());
         if let Some(after) = after.filter(|_| !outcome.aborted) {
             {
-                let timeout = ctx.duration_var("RUNNER_AFTER_SCRIPT_TIMEOUT").unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT);
+                let timeout = ctx
+                    .duration_var("RUNNER_AFTER_SCRIPT_TIMEOUT")
+                    .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT);
                 let script = scripts::after_script(ctx, &after.script, outcome.ci_job_status());
-                let r = self.run_stage(script, Instant::now() + timeout, false).await;
+                let r = self
+                    .run_stage(script, Instant::now() + timeout, false)
+                    .await;
                 match r {
                     StageResult::Ok => {}
                     StageResult::Aborted => outcome = self.outcome_of(&r),
                     other => {
-                        if ctx.vars.bool("AFTER_SCRIPT_IGNORE_ERRORS") == Some(false) && outcome.failure.is_none() {
+                        if ctx.vars.bool("AFTER_SCRIPT_IGNORE_ERRORS") == Some(false)
+                            && outcome.failure.is_none()
+                        {
                             outcome = self.outcome_of(&other);
                         } else {
-                            self.colored(YELLOW, "WARNING: after_script failed, but job will continue unaffected");
+                            self.colored(
+                                YELLOW,
+                                "WARNING: after_script failed, but job will continue unaffected",
+                            );
                         }
                     }
                 }
@@ -200,8 +254,17 @@ impl<'a, R: StageRunner> Driver<'a, R> {
                     }
             });
             if wants_cache {
-                let stage = if ok { Stage::ArchiveCache } else { Stage::ArchiveCacheOnFailure };
-                self.run_stage(scripts::unsupported(ctx, stage, "caches"), Instant::now() + ctx.timeout, false).await;
+                let stage = if ok {
+                    Stage::ArchiveCache
+                } else {
+                    Stage::ArchiveCacheOnFailure
+                };
+                self.run_stage(
+                    scripts::unsupported(ctx, stage, "caches"),
+                    Instant::now() + ctx.timeout,
+                    false,
+                )
+                .await;
             }
             let wants_artifacts = ctx.job.artifacts.iter().any(|a| match a.when.as_str() {
                 "always" => true,
@@ -209,27 +272,47 @@ impl<'a, R: StageRunner> Driver<'a, R> {
                 _ => ok,
             });
             if wants_artifacts {
-                let stage = if ok { Stage::UploadArtifactsOnSuccess } else { Stage::UploadArtifactsOnFailure };
-                self.run_stage(scripts::unsupported(ctx, stage, "artifact uploads"), Instant::now() + ctx.timeout, false)
-                    .await;
+                let stage = if ok {
+                    Stage::UploadArtifactsOnSuccess
+                } else {
+                    Stage::UploadArtifactsOnFailure
+                };
+                self.run_stage(
+                    scripts::unsupported(ctx, stage, "artifact uploads"),
+                    Instant::now() + ctx.timeout,
+                    false,
+                )
+                .await;
             }
         }
         let cleanup = scripts::cleanup(ctx);
-        let _ = self.run_stage(cleanup, Instant::now() + Duration::from_secs(300), false).await;
+        let _ = self
+            .run_stage(cleanup, Instant::now() + Duration::from_secs(300), false)
+            .await;
         self.runner.cleanup(ctx).await;
         outcome
     }
 
     /// Runs a predefined stage up to `<var>` times (1–10, default 1).
     async fn with_attempts(&self, var: &str, make: impl Fn() -> StageScript) -> StageResult {
-        let attempts = self.ctx.var(var).trim().parse::<u32>().ok().filter(|n| (1..=10).contains(n)).unwrap_or(1);
+        let attempts = self
+            .ctx
+            .var(var)
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .unwrap_or(1);
         let mut result = StageResult::Ok;
         for attempt in 1..=attempts {
             result = self.run_stage(make(), self.deadline, true).await;
             if !matches!(result, StageResult::Failed(_)) || attempt == attempts {
                 break;
             }
-            self.colored(YELLOW, &format!("WARNING: stage failed, retrying ({attempt}/{attempts})..."));
+            self.colored(
+                YELLOW,
+                &format!("WARNING: stage failed, retrying ({attempt}/{attempts})..."),
+            );
         }
         result
     }
@@ -237,31 +320,49 @@ impl<'a, R: StageRunner> Driver<'a, R> {
     fn outcome_of(&self, r: &StageResult) -> JobOutcome {
         match r {
             StageResult::Ok => JobOutcome::success(),
-            StageResult::Failed(code) => {
-                JobOutcome::failed(FailureReason::ScriptFailure, Some(*code), format!("exit status {code}"))
-            }
+            StageResult::Failed(code) => JobOutcome::failed(
+                FailureReason::ScriptFailure,
+                Some(*code),
+                format!("exit status {code}"),
+            ),
             StageResult::TimedOut => JobOutcome::failed(
                 FailureReason::JobExecutionTimeout,
                 None,
-                format!("execution took longer than {} seconds", go_duration(self.ctx.timeout)),
+                format!(
+                    "execution took longer than {} seconds",
+                    go_duration(self.ctx.timeout)
+                ),
             ),
-            StageResult::Canceled => JobOutcome::failed(FailureReason::JobCanceled, None, "canceled"),
+            StageResult::Canceled => {
+                JobOutcome::failed(FailureReason::JobCanceled, None, "canceled")
+            }
             StageResult::Aborted => JobOutcome {
                 aborted: true,
-                ..JobOutcome::failed(FailureReason::JobCanceled, None, "aborted: the job was canceled in GitLab")
+                ..JobOutcome::failed(
+                    FailureReason::JobCanceled,
+                    None,
+                    "aborted: the job was canceled in GitLab",
+                )
             },
             StageResult::Interrupted => JobOutcome::failed(
                 FailureReason::RunnerSystemFailure,
                 None,
                 "the runner was stopped while the job ran",
             ),
-            StageResult::System(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone()),
+            StageResult::System(msg) => {
+                JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone())
+            }
         }
     }
 
     /// Runs one stage under `deadline`. `cancelable`: a graceful cancel stops it (not for
     /// after_script and the upload stages, which must still run then).
-    async fn run_stage(&self, script: StageScript, deadline: Instant, cancelable: bool) -> StageResult {
+    async fn run_stage(
+        &self,
+        script: StageScript,
+        deadline: Instant,
+        cancelable: bool,
+    ) -> StageResult {
         if self.control.aborted.is_cancelled() {
             return StageResult::Aborted;
         }
@@ -305,7 +406,9 @@ impl<'a, R: StageRunner> Driver<'a, R> {
             (Some(w), _) => w,
             (None, Ok(StageExit::Code(0))) => StageResult::Ok,
             (None, Ok(StageExit::Code(c))) => StageResult::Failed(c),
-            (None, Ok(StageExit::Stopped)) => StageResult::System(format!("stage {name} was stopped")),
+            (None, Ok(StageExit::Stopped)) => {
+                StageResult::System(format!("stage {name} was stopped"))
+            }
             (None, Err(e)) => StageResult::System(e.to_string()),
         }
     }

@@ -69,17 +69,35 @@ pub struct JobOutcome {
 impl JobOutcome {
     /// A successful job.
     pub fn success() -> Self {
-        JobOutcome { failure: None, exit_code: None, message: "Job succeeded".into(), aborted: false }
+        JobOutcome {
+            failure: None,
+            exit_code: None,
+            message: "Job succeeded".into(),
+            aborted: false,
+        }
     }
 
     /// A failed job.
-    pub fn failed(reason: FailureReason, exit_code: Option<i32>, message: impl Into<String>) -> Self {
-        JobOutcome { failure: Some(reason), exit_code, message: message.into(), aborted: false }
+    pub fn failed(
+        reason: FailureReason,
+        exit_code: Option<i32>,
+        message: impl Into<String>,
+    ) -> Self {
+        JobOutcome {
+            failure: Some(reason),
+            exit_code,
+            message: message.into(),
+            aborted: false,
+        }
     }
 
     /// `success` or `failed`.
     pub fn state(&self) -> &'static str {
-        if self.failure.is_none() { "success" } else { "failed" }
+        if self.failure.is_none() {
+            "success"
+        } else {
+            "failed"
+        }
     }
 
     /// The value of `CI_JOB_STATUS` in `after_script`.
@@ -101,10 +119,25 @@ mod tests {
     fn failure_reasons_fall_back_as_gitlab_runner_does() {
         let none: Vec<String> = vec![];
         let with_pull = vec!["image_pull_failure".to_string()];
-        assert_eq!(FailureReason::ScriptFailure.for_server(&none), "script_failure");
-        assert_eq!(FailureReason::ImagePullFailure.for_server(&none), "runner_system_failure");
-        assert_eq!(FailureReason::ImagePullFailure.for_server(&with_pull), "image_pull_failure");
-        assert_eq!(FailureReason::RunnerConfigurationError.for_server(&none), "script_failure");
-        assert_eq!(FailureReason::JobCanceled.for_server(&none), "unknown_failure");
+        assert_eq!(
+            FailureReason::ScriptFailure.for_server(&none),
+            "script_failure"
+        );
+        assert_eq!(
+            FailureReason::ImagePullFailure.for_server(&none),
+            "runner_system_failure"
+        );
+        assert_eq!(
+            FailureReason::ImagePullFailure.for_server(&with_pull),
+            "image_pull_failure"
+        );
+        assert_eq!(
+            FailureReason::RunnerConfigurationError.for_server(&none),
+            "script_failure"
+        );
+        assert_eq!(
+            FailureReason::JobCanceled.for_server(&none),
+            "unknown_failure"
+        );
     }
 }

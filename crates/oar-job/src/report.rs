@@ -73,7 +73,15 @@ impl Reporter {
         failure_reasons: Vec<String>,
         cfg: ReporterConfig,
     ) -> Self {
-        Reporter { client, job_id, token, info, debug_trace: false, failure_reasons, cfg }
+        Reporter {
+            client,
+            job_id,
+            token,
+            info,
+            debug_trace: false,
+            failure_reasons,
+            cfg,
+        }
     }
 
     /// Marks the trace as a debug trace (`CI_DEBUG_TRACE`).
@@ -94,12 +102,22 @@ impl Reporter {
         }
     }
 
-    async fn patch(&self, log: &TraceLog, sent: &mut u64, control: &JobControl, interval: &mut Duration) -> bool {
+    async fn patch(
+        &self,
+        log: &TraceLog,
+        sent: &mut u64,
+        control: &JobControl,
+        interval: &mut Duration,
+    ) -> bool {
         let data = log.read(*sent, self.cfg.max_patch);
         if data.is_empty() {
             return true;
         }
-        match self.client.patch_trace(self.job_id, &self.token, *sent, data, self.debug_trace).await {
+        match self
+            .client
+            .patch_trace(self.job_id, &self.token, *sent, data, self.debug_trace)
+            .await
+        {
             Ok((outcome, remote)) => {
                 self.apply_remote(&remote, control, interval);
                 match outcome {
@@ -108,17 +126,29 @@ impl Reporter {
                         true
                     }
                     PatchOutcome::RangeMismatch { offset } => {
-                        tracing::warn!(job_id = self.job_id, offset, "trace offset mismatch; resuming at GitLab's offset");
+                        tracing::warn!(
+                            job_id = self.job_id,
+                            offset,
+                            "trace offset mismatch; resuming at GitLab's offset"
+                        );
                         *sent = offset.min(log.len());
                         false
                     }
                     PatchOutcome::Abort(status) => {
-                        tracing::warn!(job_id = self.job_id, status, "GitLab refused the trace; stopping the job");
+                        tracing::warn!(
+                            job_id = self.job_id,
+                            status,
+                            "GitLab refused the trace; stopping the job"
+                        );
                         control.aborted.cancel();
                         false
                     }
                     PatchOutcome::Retry(status) => {
-                        tracing::warn!(job_id = self.job_id, status, "trace update failed; will retry");
+                        tracing::warn!(
+                            job_id = self.job_id,
+                            status,
+                            "trace update failed; will retry"
+                        );
                         false
                     }
                 }
@@ -135,7 +165,11 @@ impl Reporter {
         match self.client.update_job(self.job_id, &req).await {
             Ok((UpdateOutcome::Abort(status), remote)) => {
                 self.apply_remote(&remote, control, interval);
-                tracing::warn!(job_id = self.job_id, status, "GitLab refused a keep-alive; stopping the job");
+                tracing::warn!(
+                    job_id = self.job_id,
+                    status,
+                    "GitLab refused a keep-alive; stopping the job"
+                );
                 control.aborted.cancel();
             }
             Ok((_, remote)) => self.apply_remote(&remote, control, interval),
@@ -144,7 +178,12 @@ impl Reporter {
     }
 
     /// Streams `log` until `done` fires, feeding cancel requests into `control`.
-    pub async fn stream(&self, log: TraceLog, control: JobControl, done: CancellationToken) -> StreamState {
+    pub async fn stream(
+        &self,
+        log: TraceLog,
+        control: JobControl,
+        done: CancellationToken,
+    ) -> StreamState {
         let mut sent = 0u64;
         let mut interval = self.cfg.interval;
         let mut last_patch: Option<Instant> = None;
@@ -175,10 +214,18 @@ impl Reporter {
                 }
             }
         }
-        StreamState { sent, interval: Some(interval) }
+        StreamState {
+            sent,
+            interval: Some(interval),
+        }
     }
 
-    fn update_request(&self, state: &str, log: &TraceLog, outcome: Option<&JobOutcome>) -> UpdateJobRequest {
+    fn update_request(
+        &self,
+        state: &str,
+        log: &TraceLog,
+        outcome: Option<&JobOutcome>,
+    ) -> UpdateJobRequest {
         let checksum = log.checksum();
         UpdateJobRequest {
             info: self.info.clone(),
@@ -189,7 +236,10 @@ impl Reporter {
                 .map(|f| f.for_server(&self.failure_reasons).to_string())
                 .unwrap_or_default(),
             checksum: checksum.clone(),
-            output: JobOutput { checksum, bytesize: log.len() },
+            output: JobOutput {
+                checksum,
+                bytesize: log.len(),
+            },
             exit_code: outcome.and_then(|o| o.exit_code).unwrap_or(0),
         }
     }
@@ -198,10 +248,17 @@ impl Reporter {
     pub async fn finish(&self, log: &TraceLog, outcome: &JobOutcome, state: StreamState) -> bool {
         log.finish();
         let control = JobControl::default();
-        let mut interval = state.interval.unwrap_or(self.cfg.interval).min(self.cfg.interval);
+        let mut interval = state
+            .interval
+            .unwrap_or(self.cfg.interval)
+            .min(self.cfg.interval);
         let mut sent = state.sent;
         let mut failures = 0u32;
-        let backoff = oar_gitlab::retry::Backoff::new_unchecked(Duration::from_secs(1), Duration::from_secs(60), 2);
+        let backoff = oar_gitlab::retry::Backoff::new_unchecked(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            2,
+        );
         while failures < self.cfg.final_retry_limit {
             let mut stalled = false;
             while sent < log.len() && !control.aborted.is_cancelled() {
@@ -223,22 +280,40 @@ impl Reporter {
             match self.client.update_job(self.job_id, &req).await {
                 Ok((UpdateOutcome::Ok, _)) => return true,
                 Ok((UpdateOutcome::Accepted, remote)) => {
-                    let wait = remote.update_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(60));
-                    tracing::debug!(job_id = self.job_id, ?wait, "final update accepted; waiting for GitLab");
+                    let wait = remote
+                        .update_interval
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(60));
+                    tracing::debug!(
+                        job_id = self.job_id,
+                        ?wait,
+                        "final update accepted; waiting for GitLab"
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 Ok((UpdateOutcome::TraceReset, _)) => {
-                    tracing::warn!(job_id = self.job_id, "GitLab asked for the whole trace again");
+                    tracing::warn!(
+                        job_id = self.job_id,
+                        "GitLab asked for the whole trace again"
+                    );
                     sent = 0;
                     failures += 1;
                 }
                 Ok((UpdateOutcome::Abort(status), _)) => {
-                    tracing::warn!(job_id = self.job_id, status, "GitLab refused the final update");
+                    tracing::warn!(
+                        job_id = self.job_id,
+                        status,
+                        "GitLab refused the final update"
+                    );
                     return false;
                 }
                 Ok((UpdateOutcome::Retry(status), _)) => {
                     failures += 1;
-                    tracing::warn!(job_id = self.job_id, status, "final update failed; retrying");
+                    tracing::warn!(
+                        job_id = self.job_id,
+                        status,
+                        "final update failed; retrying"
+                    );
                     tokio::time::sleep(backoff.delay(failures)).await;
                 }
                 Err(e) => {
@@ -258,10 +333,13 @@ impl Reporter {
         let req = self.update_request("running", log, None);
         let mut interval = self.cfg.interval;
         match self.client.update_job(self.job_id, &req).await {
-            Ok((UpdateOutcome::Abort(status), _)) => Err(format!("GitLab refused the job (status {status})")),
-            Ok((_, remote)) if remote.is_aborted() => {
-                Err(format!("GitLab says the job is {}", remote.status.unwrap_or_default()))
+            Ok((UpdateOutcome::Abort(status), _)) => {
+                Err(format!("GitLab refused the job (status {status})"))
             }
+            Ok((_, remote)) if remote.is_aborted() => Err(format!(
+                "GitLab says the job is {}",
+                remote.status.unwrap_or_default()
+            )),
             Ok((_, remote)) => {
                 self.apply_remote(&remote, control, &mut interval);
                 Ok(())

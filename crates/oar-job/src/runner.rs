@@ -20,7 +20,11 @@ pub enum StageExit {
 /// container of a pod (Kubernetes executor). The driver is the same for both.
 pub trait StageRunner: Send + Sync {
     /// Prepares the environment (directories, ...). Failure is a system failure.
-    fn prepare(&self, ctx: &JobContext, log: &TraceLog) -> impl Future<Output = Result<(), JobError>> + Send;
+    fn prepare(
+        &self,
+        ctx: &JobContext,
+        log: &TraceLog,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
 
     /// Runs one stage script, writing its output (stdout and stderr, in order) to `log`.
     /// When `cancel` fires, the stage's processes are terminated and `Stopped` is returned.

@@ -21,15 +21,21 @@ impl JobContext {
     /// `GIT_STRATEGY`, defaulting from `allow_git_fetch`; unknown values fall back with a
     /// warning returned to the caller.
     pub fn git_strategy(&self) -> (GitStrategy, Option<String>) {
-        let default =
-            if self.job.allow_git_fetch { GitStrategy::Fetch } else { GitStrategy::Clone };
+        let default = if self.job.allow_git_fetch {
+            GitStrategy::Fetch
+        } else {
+            GitStrategy::Clone
+        };
         match self.var("GIT_STRATEGY").as_str() {
             "" => (default, None),
             "clone" => (GitStrategy::Clone, None),
             "fetch" => (GitStrategy::Fetch, None),
             "none" => (GitStrategy::None, None),
             "empty" => (GitStrategy::Empty, None),
-            other => (default, Some(format!("unknown GIT_STRATEGY {other:?}, using the default"))),
+            other => (
+                default,
+                Some(format!("unknown GIT_STRATEGY {other:?}, using the default")),
+            ),
         }
     }
 }
@@ -86,7 +92,12 @@ fn config_script(s: &Option<String>) -> Vec<String> {
 }
 
 fn hook(ctx: &JobContext, name: &str) -> Vec<String> {
-    ctx.job.hooks.iter().filter(|h| h.name == name).flat_map(|h| h.script.clone()).collect()
+    ctx.job
+        .hooks
+        .iter()
+        .filter(|h| h.name == name)
+        .flat_map(|h| h.script.clone())
+        .collect()
 }
 
 /// `prepare_script`.
@@ -105,7 +116,12 @@ fn clean_remote(ctx: &JobContext) -> (String, Option<url::Url>) {
             let creds = u.clone();
             let _ = u.set_username("");
             let _ = u.set_password(None);
-            if let Some(clone_url) = ctx.settings.clone_url.as_deref().and_then(|c| url::Url::parse(c).ok()) {
+            if let Some(clone_url) = ctx
+                .settings
+                .clone_url
+                .as_deref()
+                .and_then(|c| url::Url::parse(c).ok())
+            {
                 let _ = u.set_scheme(clone_url.scheme());
                 let _ = u.set_host(clone_url.host_str());
                 let _ = u.set_port(clone_url.port());
@@ -151,12 +167,21 @@ pub fn get_sources(ctx: &JobContext) -> StageScript {
     }
     if matches!(strategy, GitStrategy::Clone | GitStrategy::Fetch) {
         user_lines(&mut w, &hook(ctx, "post_get_sources_script"));
-        user_lines(&mut w, &config_script(&ctx.settings.post_get_sources_script));
+        user_lines(
+            &mut w,
+            &config_script(&ctx.settings.post_get_sources_script),
+        );
     }
     finish(ctx, Stage::GetSources, &w)
 }
 
-fn fetch_sources(w: &mut ScriptWriter, ctx: &JobContext, strategy: GitStrategy, dir: &str, tmp: &str) {
+fn fetch_sources(
+    w: &mut ScriptWriter,
+    ctx: &JobContext,
+    strategy: GitStrategy,
+    dir: &str,
+    tmp: &str,
+) {
     let depth = ctx.job.git_info.depth;
     let (remote, creds) = clean_remote(ctx);
     if strategy == GitStrategy::Clone {
@@ -174,7 +199,13 @@ fn fetch_sources(w: &mut ScriptWriter, ctx: &JobContext, strategy: GitStrategy, 
         });
     }
     // Stale locks left by a killed job.
-    for lock in ["index.lock", "shallow.lock", "HEAD.lock", "hooks/post-checkout", "config.lock"] {
+    for lock in [
+        "index.lock",
+        "shallow.lock",
+        "HEAD.lock",
+        "hooks/post-checkout",
+        "config.lock",
+    ] {
         w.rm_files(&[format!("{dir}/.git/{lock}")]);
     }
     w.line(format!(
@@ -221,23 +252,48 @@ fn fetch_sources(w: &mut ScriptWriter, ctx: &JobContext, strategy: GitStrategy, 
             remote_root.as_str(),
         ]);
     }
-    w.command(["git", "config", "-f", &format!("{template}/config"), "include.path", &ext]);
+    w.command([
+        "git",
+        "config",
+        "-f",
+        &format!("{template}/config"),
+        "include.path",
+        &ext,
+    ]);
     w.export("GLR_EXT_GIT_CONFIG_PATH", &ext);
     let mut init = vec!["git", "init", dir, "--template", &template];
     let object_format = ctx.job.git_info.repo_object_format.as_str();
     if object_format == "sha256" {
         init.extend(["--object-format", "sha256"]);
     }
-    w.line(format!("{} >/dev/null", init.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")));
+    w.line(format!(
+        "{} >/dev/null",
+        init.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+    ));
     w.cd(dir);
-    w.if_(&format!("git remote add origin {} >/dev/null 2>&1", quote(&remote)));
+    w.if_(&format!(
+        "git remote add origin {} >/dev/null 2>&1",
+        quote(&remote)
+    ));
     w.notice("Created fresh repository.");
     w.else_();
     w.command(["git", "remote", "set-url", "origin", &remote]);
     w.line("git config --file .git/config --replace-all include.path \"$GLR_EXT_GIT_CONFIG_PATH\"");
     w.fi();
-    let ua = format!("http.userAgent=gitlab-runner {} {}/{}", ctx.settings.version, std::env::consts::OS, oar_gitlab::info::go_arch());
-    let mut fetch: Vec<String> = vec!["git".into(), "-c".into(), ua, "fetch".into(), "origin".into(), "--no-recurse-submodules".into()];
+    let ua = format!(
+        "http.userAgent=gitlab-runner {} {}/{}",
+        ctx.settings.version,
+        std::env::consts::OS,
+        oar_gitlab::info::go_arch()
+    );
+    let mut fetch: Vec<String> = vec![
+        "git".into(),
+        "-c".into(),
+        ua,
+        "fetch".into(),
+        "origin".into(),
+        "--no-recurse-submodules".into(),
+    ];
     let refspecs = &ctx.job.git_info.refspecs;
     if refspecs.is_empty() {
         fetch.push("+refs/heads/*:refs/remotes/origin/*".into());
@@ -249,7 +305,10 @@ fn fetch_sources(w: &mut ScriptWriter, ctx: &JobContext, strategy: GitStrategy, 
         fetch.push("--depth".into());
         fetch.push(depth.to_string());
     }
-    let extra = ctx.vars.get("GIT_FETCH_EXTRA_FLAGS").map(|_| ctx.var("GIT_FETCH_EXTRA_FLAGS"));
+    let extra = ctx
+        .vars
+        .get("GIT_FETCH_EXTRA_FLAGS")
+        .map(|_| ctx.var("GIT_FETCH_EXTRA_FLAGS"));
     let extra_flags: Vec<String> = match extra {
         Some(flags) => flags.split_whitespace().map(str::to_string).collect(),
         None => vec!["--prune".into(), "--quiet".into()],
@@ -274,9 +333,23 @@ fn checkout(w: &mut ScriptWriter, ctx: &JobContext) {
     }
     let sha = &ctx.job.git_info.sha;
     let short: String = sha.chars().take(8).collect();
-    w.notice(&format!("Checking out {short} as detached HEAD (ref is {})...", ctx.job.git_info.git_ref));
-    w.command(["git", "-c", "submodule.recurse=false", "checkout", "-f", "-q", sha]);
-    let clean = ctx.vars.get("GIT_CLEAN_FLAGS").map(|_| ctx.var("GIT_CLEAN_FLAGS"));
+    w.notice(&format!(
+        "Checking out {short} as detached HEAD (ref is {})...",
+        ctx.job.git_info.git_ref
+    ));
+    w.command([
+        "git",
+        "-c",
+        "submodule.recurse=false",
+        "checkout",
+        "-f",
+        "-q",
+        sha,
+    ]);
+    let clean = ctx
+        .vars
+        .get("GIT_CLEAN_FLAGS")
+        .map(|_| ctx.var("GIT_CLEAN_FLAGS"));
     let clean = clean.unwrap_or_else(|| "-ffdx".into());
     if clean != "none" && !clean.trim().is_empty() {
         let mut args = vec!["git".to_string(), "clean".into()];
@@ -297,12 +370,22 @@ fn submodules(w: &mut ScriptWriter, ctx: &JobContext) {
         "normal" => false,
         "recursive" => true,
         other => {
-            w.warning(&format!("WARNING: unknown GIT_SUBMODULE_STRATEGY {other:?}, skipping submodules"));
+            w.warning(&format!(
+                "WARNING: unknown GIT_SUBMODULE_STRATEGY {other:?}, skipping submodules"
+            ));
             return;
         }
     };
-    let rec: Vec<&str> = if recursive { vec!["--recursive"] } else { vec![] };
-    let paths: Vec<String> = ctx.var("GIT_SUBMODULE_PATHS").split_whitespace().map(str::to_string).collect();
+    let rec: Vec<&str> = if recursive {
+        vec!["--recursive"]
+    } else {
+        vec![]
+    };
+    let paths: Vec<String> = ctx
+        .var("GIT_SUBMODULE_PATHS")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     let with_paths = |mut base: Vec<String>| {
         if !paths.is_empty() {
             base.push("--".into());
@@ -310,7 +393,10 @@ fn submodules(w: &mut ScriptWriter, ctx: &JobContext) {
         }
         base
     };
-    w.notice(&format!("Updating/initializing submodules{}...", if recursive { " recursively" } else { "" }));
+    w.notice(&format!(
+        "Updating/initializing submodules{}...",
+        if recursive { " recursively" } else { "" }
+    ));
     w.command(["git", "submodule", "init"]);
     let mut sync: Vec<String> = vec!["git".into(), "submodule".into(), "sync".into()];
     sync.extend(rec.iter().map(|s| s.to_string()));
@@ -324,16 +410,30 @@ fn submodules(w: &mut ScriptWriter, ctx: &JobContext) {
         "--init".into(),
     ];
     update.extend(rec.iter().map(|s| s.to_string()));
-    let depth = ctx.vars.value("GIT_SUBMODULE_DEPTH").and_then(|d| d.parse::<u32>().ok()).unwrap_or(ctx.job.git_info.depth);
+    let depth = ctx
+        .vars
+        .value("GIT_SUBMODULE_DEPTH")
+        .and_then(|d| d.parse::<u32>().ok())
+        .unwrap_or(ctx.job.git_info.depth);
     if depth > 0 {
         update.push("--depth".into());
         update.push(depth.to_string());
     }
-    update.extend(ctx.var("GIT_SUBMODULE_UPDATE_FLAGS").split_whitespace().map(str::to_string));
+    update.extend(
+        ctx.var("GIT_SUBMODULE_UPDATE_FLAGS")
+            .split_whitespace()
+            .map(str::to_string),
+    );
     // include.path must see the variable, so this one line is written with expansion.
     let line = with_paths(update)
         .iter()
-        .map(|a| if a.contains("$GLR_EXT_GIT_CONFIG_PATH") { format!("\"{a}\"") } else { quote(a) })
+        .map(|a| {
+            if a.contains("$GLR_EXT_GIT_CONFIG_PATH") {
+                format!("\"{a}\"")
+            } else {
+                quote(a)
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ");
     w.line(line);
@@ -372,7 +472,9 @@ pub fn after_script(ctx: &JobContext, lines: &[String], job_status: &str) -> Sta
 /// script's.
 pub fn unsupported(ctx: &JobContext, stage: Stage, what: &str) -> StageScript {
     let mut w = ScriptWriter::new();
-    w.warning(&format!("WARNING: {what} are not supported by Oar yet; skipping this step."));
+    w.warning(&format!(
+        "WARNING: {what} are not supported by Oar yet; skipping this step."
+    ));
     finish(ctx, stage, &w)
 }
 
@@ -397,5 +499,8 @@ pub fn cleanup(ctx: &JobContext) -> StageScript {
 }
 
 fn finish(ctx: &JobContext, stage: Stage, w: &ScriptWriter) -> StageScript {
-    StageScript { stage, script: w.finish(ctx.debug_trace()) }
+    StageScript {
+        stage,
+        script: w.finish(ctx.debug_trace()),
+    }
 }

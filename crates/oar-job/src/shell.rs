@@ -17,7 +17,8 @@ pub const RESET: &str = "\x1b[0;m";
 /// Quotes `s` for any POSIX shell. NUL bytes cannot be passed to a shell and are dropped.
 pub fn quote(s: &str) -> String {
     if !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:@%+=,-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./:@%+=,-".contains(&b))
     {
         return s.to_string();
     }
@@ -74,7 +75,10 @@ impl ScriptWriter {
 
     /// Prints `text` in `color` (a line of its own).
     pub fn print_colored(&mut self, color: &str, text: &str) -> &mut Self {
-        self.line(format!("printf '%s\\n' {}", quote(&format!("{color}{text}{RESET}"))))
+        self.line(format!(
+            "printf '%s\\n' {}",
+            quote(&format!("{color}{text}{RESET}"))
+        ))
     }
 
     /// Prints a plain line.
@@ -168,7 +172,10 @@ impl ScriptWriter {
             s.push_str("set -o xtrace\n");
         }
         s.push_str("set -o errexit\nset +o noclobber\n");
-        s.push_str(&format!("(trap 'exit 1' TERM; eval {}) < /dev/null\nexit 0\n", quote(&self.buf)));
+        s.push_str(&format!(
+            "(trap 'exit 1' TERM; eval {}) < /dev/null\nexit 0\n",
+            quote(&self.buf)
+        ));
         s
     }
 }
@@ -198,7 +205,11 @@ mod tests {
                 .arg(w.finish(false))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert_eq!(String::from_utf8_lossy(&out.stdout), tricky, "{shell}");
         }
     }
@@ -206,11 +217,20 @@ mod tests {
     #[test]
     fn envelope_stops_at_first_failure_and_keeps_the_exit_code() {
         let mut w = ScriptWriter::new();
-        w.user_command("echo one").user_command("(exit 7)").user_command("echo never");
-        let out = std::process::Command::new("sh").arg("-c").arg(w.finish(false)).output().unwrap();
+        w.user_command("echo one")
+            .user_command("(exit 7)")
+            .user_command("echo never");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(w.finish(false))
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(7));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("one") && !stdout.contains("never\n"), "{stdout}");
+        assert!(
+            stdout.contains("one") && !stdout.contains("never\n"),
+            "{stdout}"
+        );
         assert!(stdout.contains(&format!("{GREEN}$ echo one{RESET}")));
     }
 

@@ -21,7 +21,11 @@ pub struct Variable {
 
 impl std::fmt::Debug for Variable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = if self.masked || !self.public { "[REDACTED]" } else { self.value.as_str() };
+        let value = if self.masked || !self.public {
+            "[REDACTED]"
+        } else {
+            self.value.as_str()
+        };
         f.debug_struct("Variable")
             .field("key", &self.key)
             .field("value", &value)
@@ -35,7 +39,14 @@ impl std::fmt::Debug for Variable {
 impl Variable {
     /// A plain public variable.
     pub fn public(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Variable { key: key.into(), value: value.into(), file: false, masked: false, raw: false, public: true }
+        Variable {
+            key: key.into(),
+            value: value.into(),
+            file: false,
+            masked: false,
+            raw: false,
+            public: true,
+        }
     }
 }
 
@@ -83,7 +94,13 @@ impl Variables {
 
     /// The value of `key`, expanded, or `None`.
     pub fn value(&self, key: &str) -> Option<String> {
-        self.get(key).map(|v| if v.raw { v.value.clone() } else { self.expand(&v.value) })
+        self.get(key).map(|v| {
+            if v.raw {
+                v.value.clone()
+            } else {
+                self.expand(&v.value)
+            }
+        })
     }
 
     /// The value of `key`, or `""`.
@@ -117,7 +134,11 @@ impl Variables {
 
     /// Values that must be masked in the log.
     pub fn masked_values(&self) -> Vec<String> {
-        self.0.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| v.value.clone()).collect()
+        self.0
+            .iter()
+            .filter(|v| v.masked && !v.value.is_empty())
+            .map(|v| v.value.clone())
+            .collect()
     }
 
     /// Expands `$NAME`, `${NAME}` against this list (one level, unset names give ``);
@@ -158,7 +179,9 @@ pub fn expand_with(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Stri
         } else {
             let len = after
                 .char_indices()
-                .take_while(|(i, c)| *c == '_' || c.is_ascii_alphabetic() || (*i > 0 && c.is_ascii_digit()))
+                .take_while(|(i, c)| {
+                    *c == '_' || c.is_ascii_alphabetic() || (*i > 0 && c.is_ascii_digit())
+                })
                 .map(|(i, c)| i + c.len_utf8())
                 .last()
                 .unwrap_or(0);
@@ -183,7 +206,10 @@ mod tests {
         let mut v = Variables::new();
         v.set("CI_PROJECT_DIR", "/builds/acme/widget");
         v.set("CARGO_HOME", "$CI_PROJECT_DIR/.cargo");
-        v.push(Variable { raw: true, ..Variable::public("LIT", "$NOT/${ALSO}") });
+        v.push(Variable {
+            raw: true,
+            ..Variable::public("LIT", "$NOT/${ALSO}")
+        });
         v.set("A", "first");
         v.set("A", "second");
         v
@@ -194,7 +220,10 @@ mod tests {
         let v = vars();
         assert_eq!(v.expand("$CI_PROJECT_DIR/x"), "/builds/acme/widget/x");
         assert_eq!(v.expand("${A}b $A-c"), "secondb second-c");
-        assert_eq!(v.expand("cost $$5 and $ alone and ${"), "cost $5 and $ alone and ${");
+        assert_eq!(
+            v.expand("cost $$5 and $ alone and ${"),
+            "cost $5 and $ alone and ${"
+        );
         assert_eq!(v.expand("$UNSET|${UNSET}|"), "||");
         assert_eq!(v.expand("$1abc"), "$1abc");
     }
@@ -210,8 +239,15 @@ mod tests {
     #[test]
     fn dedup_keeps_last_definition_in_first_position() {
         let v = vars();
-        let keys: Vec<_> = v.deduped().iter().map(|x| (x.key.clone(), x.value.clone())).collect();
-        assert_eq!(keys.last().unwrap(), &("A".to_string(), "second".to_string()));
+        let keys: Vec<_> = v
+            .deduped()
+            .iter()
+            .map(|x| (x.key.clone(), x.value.clone()))
+            .collect();
+        assert_eq!(
+            keys.last().unwrap(),
+            &("A".to_string(), "second".to_string())
+        );
         assert_eq!(keys.len(), 4);
     }
 
@@ -219,7 +255,10 @@ mod tests {
     fn invalid_names_are_dropped_and_debug_redacts() {
         let mut v = Variables::new();
         v.set("NOT VALID", "x");
-        v.push(Variable { masked: true, ..Variable::public("SECRET", "hunter2hunter2") });
+        v.push(Variable {
+            masked: true,
+            ..Variable::public("SECRET", "hunter2hunter2")
+        });
         assert!(v.get("NOT VALID").is_none());
         assert!(!format!("{v:?}").contains("hunter2"));
         assert_eq!(v.masked_values(), vec!["hunter2hunter2".to_string()]);

@@ -56,7 +56,11 @@ pub struct ShellRunner {
 impl ShellRunner {
     /// A runner using `shell`.
     pub fn new(shell: Shell) -> Self {
-        ShellRunner { shell, term_grace: Duration::from_secs(10), drain_timeout: Duration::from_secs(5) }
+        ShellRunner {
+            shell,
+            term_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
     }
 
     /// How long a stage may take to stop after `SIGTERM` before `SIGKILL`.
@@ -93,8 +97,14 @@ fn signal_group(pgid: i32, sig: Signal) {
 impl StageRunner for ShellRunner {
     async fn prepare(&self, ctx: &JobContext, log: &TraceLog) -> Result<(), JobError> {
         log.write(format!("Using Shell ({}) executor...\n", self.shell.name()).as_bytes());
-        for dir in [&ctx.layout.builds_dir, &ctx.layout.tmp_dir, &ctx.layout.cache_dir] {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| io_err(&format!("cannot create {dir}"), e))?;
+        for dir in [
+            &ctx.layout.builds_dir,
+            &ctx.layout.tmp_dir,
+            &ctx.layout.cache_dir,
+        ] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io_err(&format!("cannot create {dir}"), e))?;
         }
         Ok(())
     }
@@ -107,7 +117,9 @@ impl StageRunner for ShellRunner {
         cancel: CancellationToken,
     ) -> Result<StageExit, JobError> {
         let (reader, writer) = std::io::pipe().map_err(|e| io_err("cannot create a pipe", e))?;
-        let writer2 = writer.try_clone().map_err(|e| io_err("cannot create a pipe", e))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| io_err("cannot create a pipe", e))?;
         let mut cmd = self.command();
         cmd.current_dir(&ctx.layout.builds_dir)
             .stdin(Stdio::piped())
@@ -115,7 +127,9 @@ impl StageRunner for ShellRunner {
             .stderr(Stdio::from(OwnedFd::from(writer2)))
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| io_err(&format!("cannot start {}", self.shell.name()), e))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io_err(&format!("cannot start {}", self.shell.name()), e))?;
         // Our copies of the write end must go, or the read end never sees EOF.
         drop(cmd);
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
@@ -159,7 +173,10 @@ impl StageRunner for ShellRunner {
         // Whatever the stage left running in its group goes with it.
         signal_group(pgid, Signal::SIGKILL);
         let mut pump = pump;
-        if tokio::time::timeout(self.drain_timeout, &mut pump).await.is_err() {
+        if tokio::time::timeout(self.drain_timeout, &mut pump)
+            .await
+            .is_err()
+        {
             pump.abort();
             log.write(b"\nWARNING: a process outside the stage still holds its output; not waiting for it\n");
         }
@@ -167,7 +184,11 @@ impl StageRunner for ShellRunner {
             return Ok(StageExit::Stopped);
         }
         use std::os::unix::process::ExitStatusExt;
-        Ok(StageExit::Code(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
+        Ok(StageExit::Code(
+            status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        ))
     }
 
     async fn cleanup(&self, _ctx: &JobContext) {}

@@ -294,15 +294,18 @@ fn final_update(st: &mut St, id: i64, p: UpdateParams, settings: &Settings) -> R
             )),
             Some(_) => {}
         }
-        match p.bytesize {
-            None => violations.push(format!("job {id}: final update without output.bytesize")),
-            Some(n) if u64::try_from(n).ok() != Some(job.trace.len() as u64) => violations.push(
-                format!("job {id}: final bytesize {n} != {} stored", job.trace.len()),
-            ),
-            Some(_) => {}
+        // The Go runner omits a zero bytesize (`omitempty`).
+        let bytesize = p.bytesize.or(p.checksum.as_ref().map(|_| 0));
+        if let Some(n) = bytesize
+            && u64::try_from(n).ok() != Some(job.trace.len() as u64)
+        {
+            violations.push(format!(
+                "job {id}: final bytesize {n} != {} stored",
+                job.trace.len()
+            ));
         }
         job.final_checksum = p.checksum;
-        job.final_bytesize = p.bytesize.and_then(|n| u64::try_from(n).ok());
+        job.final_bytesize = bytesize.and_then(|n| u64::try_from(n).ok());
         job.finished = true;
         job.state = match (job.state, p.state.as_str()) {
             (JobState::Canceling, _) => JobState::Canceled,

@@ -38,6 +38,7 @@ mod state;
 mod trace;
 mod types;
 mod util;
+mod wait;
 
 pub use handle::FakeGitlab;
 pub use spec::JobSpec;

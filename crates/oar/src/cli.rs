@@ -55,7 +55,9 @@ pub fn default_config() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         PathBuf::from("/etc/oar/config.toml")
     } else {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         home.join(".oar").join("config.toml")
     }
 }
@@ -137,7 +139,11 @@ pub struct RegisterArgs {
     #[arg(long = "maintenance-note", env = "REGISTER_MAINTENANCE_NOTE")]
     pub maintenance_note: Option<String>,
     /// Accepted for compatibility: register never prompts.
-    #[arg(short = 'n', long = "non-interactive", env = "REGISTER_NON_INTERACTIVE")]
+    #[arg(
+        short = 'n',
+        long = "non-interactive",
+        env = "REGISTER_NON_INTERACTIVE"
+    )]
     pub non_interactive: bool,
     /// Jobs of this runner at once (0 = no limit).
     #[arg(long = "limit", env = "RUNNER_LIMIT")]
@@ -206,7 +212,11 @@ pub struct RunArgs {
     #[allow(missing_docs)]
     pub config: ConfigArg,
     /// Base of relative builds and cache directories.
-    #[arg(short = 'd', long = "working-directory", env = "RUNNER_WORKING_DIRECTORY")]
+    #[arg(
+        short = 'd',
+        long = "working-directory",
+        env = "RUNNER_WORKING_DIRECTORY"
+    )]
     pub working_directory: Option<PathBuf>,
     /// Metrics and health server address (overrides listen_address).
     #[arg(long = "listen-address", env = "LISTEN_ADDRESS")]
@@ -235,7 +245,12 @@ pub struct RunSingleArgs {
     #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN")]
     pub token: Option<String>,
     /// Runner name.
-    #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME", default_value = "oar-single")]
+    #[arg(
+        long = "name",
+        visible_alias = "description",
+        env = "RUNNER_NAME",
+        default_value = "oar-single"
+    )]
     pub name: String,
     /// Executor (shell).
     #[arg(long = "executor", env = "RUNNER_EXECUTOR", default_value = "shell")]

@@ -6,9 +6,12 @@ use crate::manager::{client_for, info_for};
 use crate::metrics::Metrics;
 use crate::{REVISION, VERSION};
 use anyhow::{Context, bail};
-use oar_config::{ConfigDocument, ExposeSecret, NewKubernetes, NewRunner, RunnerConfig, SecretString};
+use oar_config::{
+    ConfigDocument, ExposeSecret, NewKubernetes, NewRunner, RunnerConfig, SecretString,
+};
 use oar_gitlab::{
-    Client, ClientConfig, JobRequest, JobRequestOutcome, RegisterRunnerRequest, Token, VerifyRunnerRequest,
+    Client, ClientConfig, JobRequest, JobRequestOutcome, RegisterRunnerRequest, Token,
+    VerifyRunnerRequest,
 };
 use oar_job::report::ReporterConfig;
 use std::path::Path;
@@ -28,11 +31,17 @@ fn now() -> time::OffsetDateTime {
 
 /// `oar register`.
 pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
-    let url = a.conn.url.clone().context("--url (CI_SERVER_URL) is required")?;
+    let url = a
+        .conn
+        .url
+        .clone()
+        .context("--url (CI_SERVER_URL) is required")?;
     let executor = match a.executor.as_deref() {
         Some("shell") => oar_config::Executor::Shell,
         Some("kubernetes") => oar_config::Executor::Kubernetes,
-        Some(other) => bail!("executor {other:?} is not supported by Oar (use shell or kubernetes)"),
+        Some(other) => {
+            bail!("executor {other:?} is not supported by Oar (use shell or kubernetes)")
+        }
         None => bail!("--executor (RUNNER_EXECUTOR) is required: shell or kubernetes"),
     };
     let system_id = crate::system_id::load_or_create(&a.config.config)?;
@@ -44,7 +53,12 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         version: VERSION.into(),
     })?;
     let shell = a.shell.clone().unwrap_or_default();
-    let info = oar_gitlab::info::version_info(VERSION, REVISION, executor.as_str(), if shell.is_empty() { "bash" } else { &shell });
+    let info = oar_gitlab::info::version_info(
+        VERSION,
+        REVISION,
+        executor.as_str(),
+        if shell.is_empty() { "bash" } else { &shell },
+    );
     let name = a.name.clone().unwrap_or_else(|| hostname());
     let details = match (&a.token, &a.registration_token) {
         (Some(token), _) => {
@@ -58,10 +72,19 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
                 ("--maintenance-note", a.maintenance_note.is_some()),
             ];
             if let Some((flag, _)) = server_side.iter().find(|(_, set)| *set) {
-                bail!("{flag} cannot be used with a runner authentication token: that setting lives in GitLab now");
+                bail!(
+                    "{flag} cannot be used with a runner authentication token: that setting lives in GitLab now"
+                );
             }
-            let req = VerifyRunnerRequest { token: Token::new(token), system_id: system_id.clone(), info };
-            let mut d = client.verify_runner(&req).await.context("verifying the runner token")?;
+            let req = VerifyRunnerRequest {
+                token: Token::new(token),
+                system_id: system_id.clone(),
+                info,
+            };
+            let mut d = client
+                .verify_runner(&req)
+                .await
+                .context("verifying the runner token")?;
             if d.token.is_empty() {
                 d.token = Token::new(token);
             }
@@ -73,14 +96,19 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
                 description: name.clone(),
                 maintenance_note: a.maintenance_note.clone().unwrap_or_default(),
                 tag_list: a.tag_list.clone().unwrap_or_default(),
-                run_untagged: a.run_untagged.unwrap_or(a.tag_list.as_deref().unwrap_or("").is_empty()),
+                run_untagged: a
+                    .run_untagged
+                    .unwrap_or(a.tag_list.as_deref().unwrap_or("").is_empty()),
                 locked: a.locked.unwrap_or(true),
                 access_level: a.access_level.clone().unwrap_or_default(),
                 maximum_timeout: a.maximum_timeout.unwrap_or(0),
                 paused: a.paused.unwrap_or(false),
                 info,
             };
-            client.register_runner(&req).await.context("registering the runner")?
+            client
+                .register_runner(&req)
+                .await
+                .context("registering the runner")?
         }
         (None, None) => bail!("--token (a glrt- runner token) or --registration-token is required"),
     };
@@ -122,7 +150,10 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "oar".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "oar".into())
 }
 
 /// `oar verify`.
@@ -130,7 +161,12 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let loaded = oar_config::load(&a.config.config)?;
     let system_id = crate::system_id::load_or_create(&a.config.config)?;
     let mut invalid = Vec::new();
-    for r in loaded.config.runners.iter().filter(|r| a.name.as_deref().is_none_or(|n| n == r.name)) {
+    for r in loaded
+        .config
+        .runners
+        .iter()
+        .filter(|r| a.name.as_deref().is_none_or(|n| n == r.name))
+    {
         let client = client_for(r, VERSION)?;
         let req = VerifyRunnerRequest {
             token: Token::new(r.token.expose_secret()),
@@ -138,9 +174,17 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             info: info_for(r, VERSION, REVISION),
         };
         match client.verify_runner(&req).await {
-            Ok(_) => println!("Verifying runner... is valid  runner={} name={:?}", r.short_token(), r.name),
+            Ok(_) => println!(
+                "Verifying runner... is valid  runner={} name={:?}",
+                r.short_token(),
+                r.name
+            ),
             Err(oar_gitlab::Error::Forbidden { .. }) => {
-                println!("Verifying runner... is removed  runner={} name={:?}", r.short_token(), r.name);
+                println!(
+                    "Verifying runner... is removed  runner={} name={:?}",
+                    r.short_token(),
+                    r.name
+                );
                 invalid.push(r.token.expose_secret().to_string());
             }
             Err(e) => bail!("runner {:?}: {e}", r.name),
@@ -150,9 +194,15 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         let mut doc = ConfigDocument::open(&a.config.config)?;
         let n = doc.remove_runners(|s| invalid.iter().any(|t| t == s.token.expose_secret()));
         doc.save()?;
-        println!("Removed {n} invalid runner(s) from {}", a.config.config.display());
+        println!(
+            "Removed {n} invalid runner(s) from {}",
+            a.config.config.display()
+        );
     } else if !invalid.is_empty() {
-        bail!("{} runner(s) are no longer valid (use --delete to remove them)", invalid.len());
+        bail!(
+            "{} runner(s) are no longer valid (use --delete to remove them)",
+            invalid.len()
+        );
     }
     Ok(())
 }
@@ -167,7 +217,9 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
             a.all_runners
                 || a.name.as_deref() == Some(r.name.as_str())
                 || (a.token.as_deref() == Some(r.token.expose_secret())
-                    && a.url.as_deref().is_none_or(|u| u.trim_end_matches('/') == r.url.trim_end_matches('/')))
+                    && a.url
+                        .as_deref()
+                        .is_none_or(|u| u.trim_end_matches('/') == r.url.trim_end_matches('/')))
         })
         .collect();
     if !a.all_runners && a.name.is_none() && a.token.is_none() {
@@ -179,10 +231,20 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
     let mut removed = Vec::new();
     let mut failed = 0;
     for r in &selected {
-        let client = Client::new(&ClientConfig { url: r.url.clone(), version: VERSION.into(), ..ClientConfig::default() })?;
-        match client.unregister_runner(&Token::new(r.token.expose_secret())).await {
+        let client = Client::new(&ClientConfig {
+            url: r.url.clone(),
+            version: VERSION.into(),
+            ..ClientConfig::default()
+        })?;
+        match client
+            .unregister_runner(&Token::new(r.token.expose_secret()))
+            .await
+        {
             Ok(()) | Err(oar_gitlab::Error::Forbidden { .. }) => {
-                println!("Unregistering runner from GitLab succeeded  runner={}", oar_config::short_token(r.token.expose_secret()));
+                println!(
+                    "Unregistering runner from GitLab succeeded  runner={}",
+                    oar_config::short_token(r.token.expose_secret())
+                );
                 removed.push(r.token.expose_secret().to_string());
             }
             Err(e) => {
@@ -202,7 +264,10 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
 /// `oar list`.
 pub fn list(config: &Path) -> anyhow::Result<()> {
     let doc = ConfigDocument::open(config)?;
-    println!("Listing configured runners  ConfigFile={}", config.display());
+    println!(
+        "Listing configured runners  ConfigFile={}",
+        config.display()
+    );
     for r in doc.runners() {
         println!(
             "{:<20} Executor={} Token={} URL={}",
@@ -224,8 +289,15 @@ fn single_runner(a: &RunSingleArgs) -> anyhow::Result<RunnerConfig> {
         };
         return runner.with_context(|| format!("no such runner in {}", path.display()));
     }
-    let url = a.conn.url.clone().context("--url (CI_SERVER_URL) is required")?;
-    let token = a.token.clone().context("--token (CI_SERVER_TOKEN) is required")?;
+    let url = a
+        .conn
+        .url
+        .clone()
+        .context("--url (CI_SERVER_URL) is required")?;
+    let token = a
+        .token
+        .clone()
+        .context("--token (CI_SERVER_TOKEN) is required")?;
     let mut doc = toml_edit::DocumentMut::new();
     let mut t = toml_edit::Table::new();
     t["name"] = toml_edit::value(a.name.clone());
@@ -238,7 +310,11 @@ fn single_runner(a: &RunSingleArgs) -> anyhow::Result<RunnerConfig> {
     if let Some(c) = &a.cache_dir {
         t["cache_dir"] = toml_edit::value(c.clone());
     }
-    for (k, v) in [("tls-ca-file", &a.conn.tls_ca_file), ("tls-cert-file", &a.conn.tls_cert_file), ("tls-key-file", &a.conn.tls_key_file)] {
+    for (k, v) in [
+        ("tls-ca-file", &a.conn.tls_ca_file),
+        ("tls-cert-file", &a.conn.tls_cert_file),
+        ("tls-key-file", &a.conn.tls_key_file),
+    ] {
         if let Some(p) = v {
             t[k] = toml_edit::value(p.display().to_string());
         }
@@ -247,17 +323,26 @@ fn single_runner(a: &RunSingleArgs) -> anyhow::Result<RunnerConfig> {
     arr.push(t);
     doc["runners"] = toml_edit::Item::ArrayOfTables(arr);
     let loaded = oar_config::parse_str(&doc.to_string(), Path::new("<run-single flags>"))?;
-    loaded.config.runners.into_iter().next().context("no runner")
+    loaded
+        .config
+        .runners
+        .into_iter()
+        .next()
+        .context("no runner")
 }
 
 /// `oar run-single`.
 pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()> {
     let runner = single_runner(&a)?;
     if runner.executor != oar_config::Executor::Shell {
-        bail!("the {} executor is not available in this build of Oar yet", runner.executor);
+        bail!(
+            "the {} executor is not available in this build of Oar yet",
+            runner.executor
+        );
     }
     let config_path = a.config.clone().unwrap_or_else(crate::cli::default_config);
-    let system_id = crate::system_id::load_or_create(&config_path).unwrap_or_else(|_| "r_000000000000".into());
+    let system_id =
+        crate::system_id::load_or_create(&config_path).unwrap_or_else(|_| "r_000000000000".into());
     let env = JobEnv {
         client: client_for(&runner, VERSION)?,
         info: info_for(&runner, VERSION, REVISION),
@@ -310,7 +395,11 @@ pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()
                         waiting_since = tokio::time::Instant::now();
                         continue;
                     }
-                    JobRequestOutcome::Malformed { id: Some(id), token: Some(token), reason } => {
+                    JobRequestOutcome::Malformed {
+                        id: Some(id),
+                        token: Some(token),
+                        reason,
+                    } => {
                         job::fail_malformed(&env, id, token, &reason).await;
                         done += 1;
                         continue;

@@ -5,8 +5,8 @@ use oar_config::{ExposeSecret, RunnerConfig};
 use oar_gitlab::{Client, JobResponse, Token, VersionInfo};
 use oar_job::report::{Reporter, ReporterConfig};
 use oar_job::{
-    Driver, FailureReason, JobContext, JobControl, JobOutcome, JobSettings, StageObserver, TraceLog,
-    TraceLogOptions,
+    Driver, FailureReason, JobContext, JobControl, JobOutcome, JobSettings, StageObserver,
+    TraceLog, TraceLogOptions,
 };
 use oar_shell::{Shell, ShellRunner};
 use std::path::Path;
@@ -52,7 +52,12 @@ fn dir_or(configured: Option<&Path>, working: &Path, default: &str) -> String {
 }
 
 /// Job settings from a runner's configuration.
-pub fn settings(runner: &RunnerConfig, env: &JobEnv, slot: usize, project_slot: usize) -> JobSettings {
+pub fn settings(
+    runner: &RunnerConfig,
+    env: &JobEnv,
+    slot: usize,
+    project_slot: usize,
+) -> JobSettings {
     JobSettings {
         runner_name: runner.name.clone(),
         short_token: runner.short_token().to_string(),
@@ -65,7 +70,11 @@ pub fn settings(runner: &RunnerConfig, env: &JobEnv, slot: usize, project_slot: 
         shared_builds_dir: true,
         concurrent_id: slot,
         concurrent_project_id: project_slot,
-        environment: runner.environment.iter().map(|e| format!("{}={}", e.key, e.value)).collect(),
+        environment: runner
+            .environment
+            .iter()
+            .map(|e| format!("{}={}", e.key, e.value))
+            .collect(),
         pre_get_sources_script: runner.pre_get_sources_script.clone(),
         post_get_sources_script: runner.post_get_sources_script.clone(),
         pre_build_script: runner.pre_build_script.clone(),
@@ -85,8 +94,18 @@ pub async fn fail_malformed(env: &JobEnv, id: i64, token: Token, reason: &str) {
         phrases: vec![token.expose().to_string()],
         token_prefixes: vec![],
     });
-    log.write(format!("\x1b[31;1mERROR: Oar cannot read this job's payload: {reason}\x1b[0;m\n").as_bytes());
-    let reporter = Reporter::new(env.client.clone(), id, token, env.info.clone(), vec![], env.reporter.clone());
+    log.write(
+        format!("\x1b[31;1mERROR: Oar cannot read this job's payload: {reason}\x1b[0;m\n")
+            .as_bytes(),
+    );
+    let reporter = Reporter::new(
+        env.client.clone(),
+        id,
+        token,
+        env.info.clone(),
+        vec![],
+        env.reporter.clone(),
+    );
     let outcome = JobOutcome::failed(FailureReason::RunnerSystemFailure, None, reason.to_string());
     let control = JobControl::default();
     if reporter.acknowledge(&log, &control).await.is_err() {
@@ -105,7 +124,12 @@ pub async fn run(
 ) -> Option<JobOutcome> {
     let started = Instant::now();
     let job_id = job.id;
-    let mut phrases: Vec<String> = job.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| v.value.clone()).collect();
+    let mut phrases: Vec<String> = job
+        .variables
+        .iter()
+        .filter(|v| v.masked && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect();
     phrases.push(job.token.expose().to_string());
     phrases.push(runner.token.expose_secret().to_string());
     let log = TraceLog::new(TraceLogOptions {
@@ -114,7 +138,10 @@ pub async fn run(
         token_prefixes: job.features.token_mask_prefixes.clone(),
     });
     let debug_trace = !runner.debug_trace_disabled
-        && job.variables.iter().any(|v| v.key == "CI_DEBUG_TRACE" && v.value == "true");
+        && job
+            .variables
+            .iter()
+            .any(|v| v.key == "CI_DEBUG_TRACE" && v.value == "true");
     let reporter = Reporter::new(
         env.client.clone(),
         job_id,
@@ -124,7 +151,10 @@ pub async fn run(
         env.reporter.clone(),
     )
     .with_debug_trace(debug_trace);
-    let control = JobControl { shutdown: shutdown.child_token(), ..JobControl::default() };
+    let control = JobControl {
+        shutdown: shutdown.child_token(),
+        ..JobControl::default()
+    };
     if let Err(why) = reporter.acknowledge(&log, &control).await {
         tracing::warn!(job_id, reason = %why, "dropping the job");
         return None;
@@ -134,7 +164,8 @@ pub async fn run(
 
     let done = CancellationToken::new();
     let streamer = {
-        let (reporter, log, control, done) = (reporter.clone(), log.clone(), control.clone(), done.clone());
+        let (reporter, log, control, done) =
+            (reporter.clone(), log.clone(), control.clone(), done.clone());
         tokio::spawn(async move { reporter.stream(log, control, done).await })
     };
     let outcome = match JobContext::new(job, settings(runner, env, slot, slot)) {
@@ -156,8 +187,13 @@ pub async fn run(
                 }
                 Ok(shell) => {
                     let executor = ShellRunner::new(shell);
-                    let observer = MetricsObserver { metrics: env.metrics.clone(), runner: runner.name.clone() };
-                    Driver::new(&ctx, &executor, &log, control.clone(), &observer).run().await
+                    let observer = MetricsObserver {
+                        metrics: env.metrics.clone(),
+                        runner: runner.name.clone(),
+                    };
+                    Driver::new(&ctx, &executor, &log, control.clone(), &observer)
+                        .run()
+                        .await
                 }
             }
         }
@@ -166,7 +202,8 @@ pub async fn run(
     let state = streamer.await.unwrap_or_default();
     let delivered = reporter.finish(&log, &outcome, state).await;
     let reason = outcome.failure.map(|f| f.as_str());
-    env.metrics.job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
+    env.metrics
+        .job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
     tracing::info!(
         job_id,
         state = outcome.state(),

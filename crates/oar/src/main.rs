@@ -39,9 +39,17 @@ fn init_logging(cli: &Cli, metrics: &metrics::Metrics) {
     let errors = metrics::ErrorCounter::new(metrics);
     let registry = tracing_subscriber::registry().with(filter).with(errors);
     if cli.log_format == Some(Format::Json) {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).init();
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
     }
 }
 
@@ -54,7 +62,10 @@ async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<()> {
         Command::RunSingle(a) => commands::run_single(*a, metrics).await,
         Command::Run(a) => {
             let loaded = oar_config::load(&a.config.config)?;
-            let listen = a.listen_address.clone().or(loaded.config.listen_address.clone());
+            let listen = a
+                .listen_address
+                .clone()
+                .or(loaded.config.listen_address.clone());
             let system_id = system_id::load_or_create(&a.config.config)?;
             let readiness = http::Readiness::default();
             let server_stop = tokio_util::sync::CancellationToken::new();
@@ -66,7 +77,9 @@ async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<()> {
                 let stop = server_stop.clone();
                 let (m, r) = (metrics.clone(), readiness.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = http::serve(listener, m, r, async move { stop.cancelled().await }).await {
+                    if let Err(e) =
+                        http::serve(listener, m, r, async move { stop.cancelled().await }).await
+                    {
                         tracing::error!(error = %e, "metrics server failed");
                     }
                 });
@@ -82,7 +95,8 @@ async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<()> {
                 revision: REVISION.into(),
                 reload_interval: std::time::Duration::from_secs(3),
             };
-            let result = manager::run(opts, metrics, readiness, system_id, std::future::pending()).await;
+            let result =
+                manager::run(opts, metrics, readiness, system_id, std::future::pending()).await;
             server_stop.cancel();
             result
         }
@@ -93,7 +107,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let metrics = metrics::Metrics::new(VERSION, REVISION);
     init_logging(&cli, &metrics);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("oar: cannot start the async runtime: {e}");
@@ -103,7 +120,10 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli, metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("oar: {e:#}");

@@ -14,7 +14,9 @@ use crate::metrics::Metrics;
 use crate::slots::Slots;
 use anyhow::Context;
 use oar_config::{Config, ExposeSecret, RunnerConfig};
-use oar_gitlab::{ApiObserver, Client, ClientConfig, JobRequest, JobRequestOutcome, Token, VersionInfo};
+use oar_gitlab::{
+    ApiObserver, Client, ClientConfig, JobRequest, JobRequestOutcome, Token, VersionInfo,
+};
 use oar_job::report::ReporterConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,7 +48,8 @@ struct Observer {
 
 impl ApiObserver for Observer {
     fn observe(&self, endpoint: &'static str, status: u16) {
-        self.metrics.api_request(&self.runner, &self.system_id, endpoint, status);
+        self.metrics
+            .api_request(&self.runner, &self.system_id, endpoint, status);
     }
 }
 
@@ -88,14 +91,20 @@ impl Shared {
     fn slots_for(&self, runner: &RunnerConfig) -> Arc<Slots> {
         let cap = runner.limit.map_or(usize::MAX, |l| l as usize);
         let mut map = self.runner_slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slots = map.entry(runner.token.expose_secret().to_string()).or_insert_with(|| Slots::new(cap));
+        let slots = map
+            .entry(runner.token.expose_secret().to_string())
+            .or_insert_with(|| Slots::new(cap));
         slots.set_capacity(cap);
         Arc::clone(slots)
     }
 }
 
 /// Starts the workers of every runner; they stop when `stop` fires.
-fn start_workers(shared: &Arc<Shared>, config: &Config, stop: &CancellationToken) -> anyhow::Result<()> {
+fn start_workers(
+    shared: &Arc<Shared>,
+    config: &Config,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     shared.global.set_capacity(config.concurrent as usize);
     shared.metrics.set_concurrent(config.concurrent);
     for runner in &config.runners {
@@ -120,8 +129,14 @@ fn start_workers(shared: &Arc<Shared>, config: &Config, stop: &CancellationToken
             metrics: shared.metrics.clone(),
             reporter: ReporterConfig::default(),
         };
-        shared.metrics.set_limit(&runner.name, &shared.system_id, runner.limit.unwrap_or(0));
-        shared.metrics.set_request_concurrency(&runner.name, &shared.system_id, runner.request_concurrency);
+        shared
+            .metrics
+            .set_limit(&runner.name, &shared.system_id, runner.limit.unwrap_or(0));
+        shared.metrics.set_request_concurrency(
+            &runner.name,
+            &shared.system_id,
+            runner.request_concurrency,
+        );
         let runner = Arc::new(runner.clone());
         let last_update = Arc::new(Mutex::new(String::new()));
         for _ in 0..runner.request_concurrency.max(1) {
@@ -171,7 +186,11 @@ impl Worker {
             let req = JobRequest {
                 token: Token::new(self.runner.token.expose_secret()),
                 system_id: self.shared.system_id.clone(),
-                last_update: self.last_update.lock().map(|l| l.clone()).unwrap_or_default(),
+                last_update: self
+                    .last_update
+                    .lock()
+                    .map(|l| l.clone())
+                    .unwrap_or_default(),
                 info: self.env.info.clone(),
             };
             // Dropping a request in flight is safe: GitLab re-queues a job nobody acknowledged.
@@ -182,7 +201,9 @@ impl Worker {
             match result {
                 Ok(res) => {
                     failures = 0;
-                    self.shared.readiness.set_ready(!self.shared.drain.is_cancelled());
+                    self.shared
+                        .readiness
+                        .set_ready(!self.shared.drain.is_cancelled());
                     if let (Some(v), Ok(mut l)) = (res.last_update, self.last_update.lock()) {
                         *l = v;
                     }
@@ -260,7 +281,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = load(&opts.config_path)?;
     if config.runners.is_empty() {
-        anyhow::bail!("{} has no [[runners]]; run oar register first", opts.config_path.display());
+        anyhow::bail!(
+            "{} has no [[runners]]; run oar register first",
+            opts.config_path.display()
+        );
     }
     let shared = Arc::new(Shared {
         opts: opts.clone(),

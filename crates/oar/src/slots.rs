@@ -44,7 +44,13 @@ impl Drop for SlotGuard {
 impl Slots {
     /// A pool of `capacity` slots.
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Slots { inner: Mutex::new(Inner { capacity, used: BTreeSet::new() }), freed: Notify::new() })
+        Arc::new(Slots {
+            inner: Mutex::new(Inner {
+                capacity,
+                used: BTreeSet::new(),
+            }),
+            freed: Notify::new(),
+        })
     }
 
     /// Changes the capacity; slots in use above it are kept until released.
@@ -63,7 +69,10 @@ impl Slots {
         }
         let id = (0..).find(|i| !inner.used.contains(i))?;
         inner.used.insert(id);
-        Some(SlotGuard { slots: Arc::clone(self), id })
+        Some(SlotGuard {
+            slots: Arc::clone(self),
+            id,
+        })
     }
 
     /// Waits for a free slot.

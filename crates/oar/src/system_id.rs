@@ -25,13 +25,18 @@ pub fn from_machine_id(machine_id: &str) -> String {
 fn random_id() -> String {
     const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let mut rng = rand::rng();
-    let s: String = (0..12).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
+    let s: String = (0..12)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect();
     format!("r_{s}")
 }
 
 /// Reads the stored id, or makes one and stores it beside `config`.
 pub fn load_or_create(config: &Path) -> anyhow::Result<String> {
-    let path = config.parent().unwrap_or(Path::new(".")).join(".runner_system_id");
+    let path = config
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(".runner_system_id");
     if let Ok(existing) = fs_err::read_to_string(&path) {
         let id = existing.trim().to_string();
         if valid(&id) {
@@ -41,7 +46,11 @@ pub fn load_or_create(config: &Path) -> anyhow::Result<String> {
     }
     let id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
         .iter()
-        .find_map(|p| fs_err::read_to_string(p).ok().filter(|s| !s.trim().is_empty()))
+        .find_map(|p| {
+            fs_err::read_to_string(p)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
         .map(|m| from_machine_id(&m))
         .unwrap_or_else(random_id);
     if let Some(dir) = path.parent() {

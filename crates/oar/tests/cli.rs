@@ -14,45 +14,142 @@ async fn register_verify_list_unregister_round_trip() {
         .oar()
         .args(["register", "--non-interactive", "-c"])
         .arg(&cfg)
-        .args(["--url", &f.gl.url(), "--registration-token", "GR1348941legacyRegToken", "--name", "legacy-one", "--executor", "shell", "--tag-list", "a,b"])
+        .args([
+            "--url",
+            &f.gl.url(),
+            "--registration-token",
+            "GR1348941legacyRegToken",
+            "--name",
+            "legacy-one",
+            "--executor",
+            "shell",
+            "--tag-list",
+            "a,b",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = f
         .oar()
         .args(["register", "-c"])
         .arg(&cfg)
-        .args(["--url", &f.gl.url(), "--token", common::RUNNER_TOKEN, "--name", "created-two", "--executor", "shell"])
+        .args([
+            "--url",
+            &f.gl.url(),
+            "--token",
+            common::RUNNER_TOKEN,
+            "--name",
+            "created-two",
+            "--executor",
+            "shell",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&cfg).unwrap();
-    assert!(text.starts_with("# my comment stays\nconcurrent = 4\n"), "{text}");
-    assert!(text.contains("legacy-one") && text.contains("created-two"), "{text}");
+    assert!(
+        text.starts_with("# my comment stays\nconcurrent = 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("legacy-one") && text.contains("created-two"),
+        "{text}"
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let registered = f.gl.runners();
-    assert!(registered.iter().any(|r| r.description == "legacy-one" && r.tag_list == vec!["a".to_string(), "b".to_string()]));
+    assert!(
+        registered.iter().any(|r| r.description == "legacy-one"
+            && r.tag_list == vec!["a".to_string(), "b".to_string()])
+    );
 
-    let out = f.oar().args(["list", "-c"]).arg(&cfg).output().await.unwrap();
+    let out = f
+        .oar()
+        .args(["list", "-c"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("legacy-one") && stdout.contains("created-two"), "{stdout}");
-    assert!(!stdout.contains(common::RUNNER_TOKEN), "list printed a full token");
+    assert!(
+        stdout.contains("legacy-one") && stdout.contains("created-two"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(common::RUNNER_TOKEN),
+        "list printed a full token"
+    );
 
-    let out = f.oar().args(["verify", "-c"]).arg(&cfg).output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f
+        .oar()
+        .args(["verify", "-c"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let out = f.oar().args(["unregister", "-c"]).arg(&cfg).args(["--name", "legacy-one"]).output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f
+        .oar()
+        .args(["unregister", "-c"])
+        .arg(&cfg)
+        .args(["--name", "legacy-one"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&cfg).unwrap();
-    assert!(!text.contains("legacy-one") && text.contains("created-two") && text.contains("# my comment stays"), "{text}");
-    assert!(f.gl.runners().iter().any(|r| r.description == "legacy-one" && r.deleted));
+    assert!(
+        !text.contains("legacy-one")
+            && text.contains("created-two")
+            && text.contains("# my comment stays"),
+        "{text}"
+    );
+    assert!(
+        f.gl.runners()
+            .iter()
+            .any(|r| r.description == "legacy-one" && r.deleted)
+    );
 
-    let out = f.oar().args(["unregister", "-c"]).arg(&cfg).arg("--all-runners").output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!std::fs::read_to_string(&cfg).unwrap().contains("[[runners]]"));
+    let out = f
+        .oar()
+        .args(["unregister", "-c"])
+        .arg(&cfg)
+        .arg("--all-runners")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !std::fs::read_to_string(&cfg)
+            .unwrap()
+            .contains("[[runners]]")
+    );
 }
 
 #[tokio::test]
@@ -60,9 +157,18 @@ async fn broken_config_names_the_line() {
     let f = Fixture::new().await;
     let cfg = f.config_path();
     std::fs::write(&cfg, "concurrent = 1\n\n[[runners]]\n  name = \"x\"\n  url = \"http://127.0.0.1:1\"\n  token = \"glrt-x\"\n  executor = \"shell\"\n  limit = \"three\"\n").unwrap();
-    let out = f.oar().args(["run", "-c"]).arg(&cfg).output().await.unwrap();
+    let out = f
+        .oar()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("config.toml:8"), "error does not name line 8: {err}");
+    assert!(
+        err.contains("config.toml:8"),
+        "error does not name line 8: {err}"
+    );
     assert!(err.contains("limit"), "{err}");
 }

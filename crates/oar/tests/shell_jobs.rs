@@ -12,7 +12,9 @@ const SECRET: &str = "s3cr3t-Value-9876";
 async fn job_clones_runs_and_reports_a_masked_byte_exact_trace() {
     let f = Fixture::new().await;
     f.write_config("concurrent = 1", "");
-    let sha = f.gl.create_repo("acme/widget", &[("README.md", "hello from the repo\n")]).unwrap();
+    let sha =
+        f.gl.create_repo("acme/widget", &[("README.md", "hello from the repo\n")])
+            .unwrap();
     let id = f.gl.enqueue_job(
         JobSpec::new("acme/widget")
             .masked_variable("DEPLOY_TOKEN", SECRET)
@@ -29,15 +31,25 @@ async fn job_clones_runs_and_reports_a_masked_byte_exact_trace() {
             ]),
     );
     let out = f.run_single(1).await;
-    assert!(out.status.success(), "run-single failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "run-single failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job = f.finished(id).await;
     let trace = job.trace_str();
     assert_eq!(job.state, JobState::Success, "{trace}");
-    assert!(job.checksum_matches, "final checksum/bytesize must match the stored trace");
+    assert!(
+        job.checksum_matches,
+        "final checksum/bytesize must match the stored trace"
+    );
     assert!(trace.contains("hello from the repo"), "{trace}");
     assert!(trace.contains("token=[MASKED]"), "{trace}");
     assert!(!trace.contains(SECRET), "secret leaked: {trace}");
-    assert!(trace.contains("[MASKED]\n"), "split secret not masked: {trace}");
+    assert!(
+        trace.contains("[MASKED]\n"),
+        "split secret not masked: {trace}"
+    );
     assert!(trace.contains("apiVersion: v1"), "{trace}");
     assert!(trace.contains("literal=$NOT_EXPANDED"), "{trace}");
     assert!(trace.contains(&sha), "{trace}");
@@ -45,7 +57,10 @@ async fn job_clones_runs_and_reports_a_masked_byte_exact_trace() {
     // The job token never lands in the checkout's git config.
     let git_config = walk_find(&f.builds_dir(), "config", ".git");
     let text = std::fs::read_to_string(git_config.expect("a checkout exists")).unwrap();
-    assert!(!text.contains(&job.token) && !text.contains("gitlab-ci-token"), "{text}");
+    assert!(
+        !text.contains(&job.token) && !text.contains("gitlab-ci-token"),
+        "{text}"
+    );
 }
 
 fn walk_find(root: &std::path::Path, name: &str, parent: &str) -> Option<std::path::PathBuf> {
@@ -79,9 +94,15 @@ async fn failing_script_reports_script_failure_and_exit_code() {
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("script_failure"));
     assert_eq!(job.exit_code, Some(3));
-    assert!(trace.contains("before") && !trace.contains("never-printed\n"), "{trace}");
+    assert!(
+        trace.contains("before") && !trace.contains("never-printed\n"),
+        "{trace}"
+    );
     assert!(trace.contains("after status=failed"), "{trace}");
-    assert!(trace.contains("ERROR: Job failed: exit status 3"), "{trace}");
+    assert!(
+        trace.contains("ERROR: Job failed: exit status 3"),
+        "{trace}"
+    );
     assert!(job.checksum_matches);
 }
 
@@ -102,7 +123,10 @@ async fn timeout_reports_job_execution_timeout() {
     assert_eq!(job.state, JobState::Failed, "{trace}");
     assert_eq!(job.failure_reason.as_deref(), Some("job_execution_timeout"));
     assert!(trace.contains("after status=timedout"), "{trace}");
-    assert!(trace.contains("execution took longer than 3s seconds"), "{trace}");
+    assert!(
+        trace.contains("execution took longer than 3s seconds"),
+        "{trace}"
+    );
 }
 
 #[tokio::test]
@@ -112,7 +136,10 @@ async fn graceful_cancel_runs_after_script_and_ends_canceled() {
     let id = f.gl.enqueue_job(
         JobSpec::new("acme/none")
             .variable("GIT_STRATEGY", "none")
-            .script(["echo started", "for i in $(seq 1 600); do echo tick $i; sleep 0.1; done"])
+            .script([
+                "echo started",
+                "for i in $(seq 1 600); do echo tick $i; sleep 0.1; done",
+            ])
             .after_script(["echo \"after status=$CI_JOB_STATUS\""]),
     );
     let runner = tokio::spawn({
@@ -127,13 +154,18 @@ async fn graceful_cancel_runs_after_script_and_ends_canceled() {
                 .await
         }
     });
-    f.gl.wait_trace_contains(id, "tick 2", common::JOB_WAIT).await.unwrap();
+    f.gl.wait_trace_contains(id, "tick 2", common::JOB_WAIT)
+        .await
+        .unwrap();
     f.gl.cancel_job(id);
     let job = f.finished(id).await;
     let trace = job.trace_str();
     assert_eq!(job.state, JobState::Canceled, "{trace}");
     assert!(trace.contains("after status=canceled"), "{trace}");
-    assert!(!trace.contains("tick 600"), "script was not stopped: {trace}");
+    assert!(
+        !trace.contains("tick 600"),
+        "script was not stopped: {trace}"
+    );
     runner.await.unwrap().unwrap();
 }
 
@@ -153,7 +185,11 @@ async fn trace_416_resumes_at_the_server_offset_without_loss_or_duplication() {
     assert_eq!(job.state, JobState::Success, "{trace}");
     assert!(job.checksum_matches);
     for i in 1..=30 {
-        assert_eq!(trace.matches(&format!("line-{i}\n")).count(), 1, "line-{i} in {trace}");
+        assert_eq!(
+            trace.matches(&format!("line-{i}\n")).count(),
+            1,
+            "line-{i} in {trace}"
+        );
     }
 }
 
@@ -161,25 +197,55 @@ async fn trace_416_resumes_at_the_server_offset_without_loss_or_duplication() {
 async fn server_errors_and_connection_resets_on_every_endpoint_are_retried() {
     let f = Fixture::new().await;
     f.write_config("concurrent = 1", "");
-    f.gl.create_repo("acme/widget", &[("README.md", "repo\n")]).unwrap();
+    f.gl.create_repo("acme/widget", &[("README.md", "repo\n")])
+        .unwrap();
     let id = f.gl.enqueue_job(
         JobSpec::new("acme/widget")
             .variable("GET_SOURCES_ATTEMPTS", "2")
-            .script(["cat README.md", "for i in 1 2 3; do echo n$i; sleep 0.2; done"]),
+            .script([
+                "cat README.md",
+                "for i in 1 2 3; do echo n$i; sleep 0.2; done",
+            ]),
     );
-    for ep in [Endpoint::RequestJob, Endpoint::UpdateJob, Endpoint::PatchTrace] {
-        f.gl.inject(Fault::Status { endpoint: ep, status: 502, times: 2 });
-        f.gl.inject(Fault::Reset { endpoint: ep, times: 1 });
+    for ep in [
+        Endpoint::RequestJob,
+        Endpoint::UpdateJob,
+        Endpoint::PatchTrace,
+    ] {
+        f.gl.inject(Fault::Status {
+            endpoint: ep,
+            status: 502,
+            times: 2,
+        });
+        f.gl.inject(Fault::Reset {
+            endpoint: ep,
+            times: 1,
+        });
     }
-    f.gl.inject(Fault::Status { endpoint: Endpoint::Git, status: 503, times: 1 });
+    f.gl.inject(Fault::Status {
+        endpoint: Endpoint::Git,
+        status: 503,
+        times: 1,
+    });
     let out = f.run_single(1).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job = f.finished(id).await;
     let trace = job.trace_str();
     assert_eq!(job.state, JobState::Success, "{trace}");
     assert!(job.checksum_matches);
     assert!(trace.contains("n3\n"), "{trace}");
-    let retried = f.gl.requests().iter().filter(|r| r.status == Some(502)).count();
-    assert!(retried >= 6, "expected the injected 502s to be seen, got {retried}");
+    let retried =
+        f.gl.requests()
+            .iter()
+            .filter(|r| r.status == Some(502))
+            .count();
+    assert!(
+        retried >= 6,
+        "expected the injected 502s to be seen, got {retried}"
+    );
     let _ = RUNNER_TOKEN;
 }

@@ -25,7 +25,10 @@ impl Fixture {
         let gl = FakeGitlab::start().await.expect("fake gitlab starts");
         gl.add_runner(RUNNER_TOKEN);
         gl.set_trace_update_interval(1);
-        Fixture { gl, dir: tempfile::tempdir().expect("temp dir") }
+        Fixture {
+            gl,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -49,14 +52,21 @@ impl Fixture {
 
     pub fn oar(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_oar"));
-        c.current_dir(self.dir.path()).env("HOME", self.dir.path()).kill_on_drop(true);
+        c.current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .kill_on_drop(true);
         c
     }
 
     /// `oar run` in the background.
     pub fn spawn_run(&self, extra: &[&str]) -> Child {
         let mut c = self.oar();
-        c.arg("run").arg("-c").arg(self.config_path()).args(extra).stdout(Stdio::null()).stderr(Stdio::inherit());
+        c.arg("run")
+            .arg("-c")
+            .arg(self.config_path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         c.spawn().expect("oar run starts")
     }
 
@@ -67,13 +77,24 @@ impl Fixture {
             .arg("run-single")
             .args(["-c"])
             .arg(self.config_path())
-            .args(["--max-builds", &max_builds.to_string(), "--wait-timeout", "60"])
+            .args([
+                "--max-builds",
+                &max_builds.to_string(),
+                "--wait-timeout",
+                "60",
+            ])
             .output();
-        tokio::time::timeout(Duration::from_secs(180), out).await.expect("run-single ends").expect("runs")
+        tokio::time::timeout(Duration::from_secs(180), out)
+            .await
+            .expect("run-single ends")
+            .expect("runs")
     }
 
     pub async fn finished(&self, id: i64) -> JobSnapshot {
-        self.gl.wait_job_finished(id, JOB_WAIT).await.expect("job finishes")
+        self.gl
+            .wait_job_finished(id, JOB_WAIT)
+            .await
+            .expect("job finishes")
     }
 }
 
