@@ -81,6 +81,17 @@ pub enum CacheType {
     Azure,
 }
 
+impl CacheType {
+    /// The config spelling (`s3`, `gcs`, `azure`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheType::S3 => "s3",
+            CacheType::Gcs => "gcs",
+            CacheType::Azure => "azure",
+        }
+    }
+}
+
 /// `AuthenticationType` of the S3 cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum S3AuthType {
@@ -220,9 +231,10 @@ impl CacheConfig {
                 &path.key("Type"),
                 WarningKind::NotImplemented,
                 format!(
-                    "{} {other:?} is not implemented by Oar (only s3); the distributed cache is \
+                    "{} {} is not implemented by Oar (only s3); the distributed cache is \
                      disabled for this runner",
-                    path.key("Type")
+                    path.key("Type"),
+                    other.as_str()
                 ),
             );
         }

@@ -211,6 +211,22 @@ fn cache_keys_match_case_insensitively() {
 }
 
 #[test]
+fn cache_tables_report_unknown_and_unimplemented_keys() {
+    let loaded = parse(
+        "[[runners]]\nurl = \"https://x\"\ntoken = \"t\"\nexecutor = \"shell\"\n\
+         [runners.cache]\nType = \"gcs\"\nBogus = 1\n[runners.cache.gcs]\nBucketName = \"b\"\n",
+    );
+    assert_eq!(
+        warnings(&loaded),
+        [
+            "config.toml:6: runners[0].cache.Type gcs is not implemented by Oar (only s3); the \
+             distributed cache is disabled for this runner",
+            "config.toml:7: unknown key runners[0].cache.Bogus ignored",
+        ]
+    );
+}
+
+#[test]
 fn gitlab_runner_register_output_parses_without_warnings() {
     let loaded = parse(include_str!("fixtures/gitlab-register.toml"));
     assert_eq!(warnings(&loaded), Vec::<String>::new());

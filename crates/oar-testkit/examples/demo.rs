@@ -26,9 +26,23 @@ async fn main() -> anyhow::Result<()> {
     );
     let work = tempfile::tempdir()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("FakeGitlab at {}; running job {id} with `oar run-single`...\n", gl.url());
+    println!(
+        "FakeGitlab at {}; running job {id} with `oar run-single`...\n",
+        gl.url()
+    );
     let status = tokio::process::Command::new(cargo)
-        .args(["run", "-q", "-p", "oar", "--", "run-single", "--url", &gl.url(), "--token", token])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "oar",
+            "--",
+            "run-single",
+            "--url",
+            &gl.url(),
+            "--token",
+            token,
+        ])
         .args(["--max-builds", "1", "--builds-dir"])
         .arg(work.path().join("builds"))
         .arg("--cache-dir")
@@ -39,6 +53,9 @@ async fn main() -> anyhow::Result<()> {
     let job = gl.wait_job_finished(id, Duration::from_secs(120)).await?;
     println!("----- job {id} log, as GitLab stored it -----");
     print!("{}", job.trace_str());
-    println!("----- state: {:?}, checksum matches: {} (oar exit: {status}) -----", job.state, job.checksum_matches);
+    println!(
+        "----- state: {:?}, checksum matches: {} (oar exit: {status}) -----",
+        job.state, job.checksum_matches
+    );
     Ok(())
 }

@@ -59,7 +59,7 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         executor.as_str(),
         if shell.is_empty() { "bash" } else { &shell },
     );
-    let name = a.name.clone().unwrap_or_else(|| hostname());
+    let name = a.name.clone().unwrap_or_else(hostname);
     let details = match (&a.token, &a.registration_token) {
         (Some(token), _) => {
             let server_side = [

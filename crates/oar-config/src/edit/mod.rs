@@ -27,6 +27,18 @@ pub enum RunnerSelector<'a> {
     Index(usize),
 }
 
+impl From<usize> for RunnerSelector<'_> {
+    fn from(index: usize) -> Self {
+        RunnerSelector::Index(index)
+    }
+}
+
+impl<'a> From<&'a str> for RunnerSelector<'a> {
+    fn from(name: &'a str) -> Self {
+        RunnerSelector::Name(name)
+    }
+}
+
 impl fmt::Display for RunnerSelector<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

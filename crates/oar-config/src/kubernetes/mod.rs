@@ -499,3 +499,19 @@ fn dns_policy(p: &KeyPath, value: Option<&str>, ctx: &mut Ctx) -> Option<DnsPoli
 fn base_dir(value: Option<String>) -> Option<String> {
     non_empty(value.map(|v| v.trim_end_matches('/').to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_gitlab_runners() {
+        let config = KubernetesConfig::default();
+        assert_eq!(config.effective_namespace(), "default");
+        assert_eq!(config.poll_interval, Duration::from_secs(3));
+        assert_eq!(config.poll_timeout, Duration::from_secs(180));
+        assert_eq!(config.retry_limit, 5);
+        assert!(config.print_pod_warning_events);
+        assert!(config.volumes.mounts().next().is_none());
+    }
+}
