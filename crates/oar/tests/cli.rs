@@ -3,6 +3,7 @@
 mod common;
 
 use common::Fixture;
+use oar_testkit::{Endpoint, Fault};
 
 #[tokio::test]
 async fn register_verify_list_unregister_round_trip() {
@@ -10,6 +11,22 @@ async fn register_verify_list_unregister_round_trip() {
     f.gl.add_registration_token("GR1348941legacyRegToken");
     let cfg = f.config_path();
     std::fs::write(&cfg, "# my comment stays\nconcurrent = 4\n").unwrap();
+    // Every call below meets a server error and a dropped connection first, and is retried.
+    for ep in [
+        Endpoint::RegisterRunner,
+        Endpoint::VerifyRunner,
+        Endpoint::UnregisterRunner,
+    ] {
+        f.gl.inject(Fault::Status {
+            endpoint: ep,
+            status: 500,
+            times: 1,
+        });
+        f.gl.inject(Fault::Reset {
+            endpoint: ep,
+            times: 1,
+        });
+    }
     let out = f
         .oar()
         .args(["register", "--non-interactive", "-c"])
