@@ -249,3 +249,31 @@ async fn server_errors_and_connection_resets_on_every_endpoint_are_retried() {
     );
     let _ = RUNNER_TOKEN;
 }
+
+#[tokio::test]
+async fn output_limit_truncates_with_gitlabs_notice_and_the_job_goes_on() {
+    let f = Fixture::new().await;
+    f.write_config("concurrent = 1", "  output_limit = 1");
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script([
+                "head -c 5000 /dev/zero | tr '\\0' 'a'; echo",
+                "echo done > marker-$CI_JOB_ID",
+            ]),
+    );
+    f.run_single(1).await;
+    let job = f.finished(id).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(job.checksum_matches);
+    assert!(
+        trace.contains("Job's log exceeded limit of 1024 bytes."),
+        "{trace}"
+    );
+    assert!(
+        job.trace.len() < 1024 + 200,
+        "trace not truncated: {} bytes",
+        job.trace.len()
+    );
+}
