@@ -1,6 +1,6 @@
 //! Artifact upload and download.
 
-use crate::client::{Client, error_message};
+use crate::client::{Client, error_message, unexpected};
 use crate::error::Error;
 use crate::types::Token;
 use futures::TryStreamExt;
@@ -147,19 +147,8 @@ impl Client {
             .await?;
         match resp.status().as_u16() {
             200 => {}
-            403 | 401 => {
-                return Err(Error::Forbidden {
-                    endpoint: EP,
-                    message: error_message(resp).await,
-                });
-            }
-            s => {
-                return Err(Error::Status {
-                    endpoint: EP,
-                    status: s,
-                    message: error_message(resp).await,
-                });
-            }
+
+            _ => return Err(unexpected(EP, resp).await),
         }
         let file_err = |e| Error::File {
             path: dest.display().to_string(),

@@ -198,6 +198,21 @@ impl Client {
     }
 }
 
+/// The error for an answer the endpoint did not expect: `Forbidden` for 401/403, else
+/// `Status`, with GitLab's message.
+pub(crate) async fn unexpected(endpoint: &'static str, resp: Response) -> Error {
+    let status = resp.status().as_u16();
+    let message = error_message(resp).await;
+    match status {
+        401 | 403 => Error::Forbidden { endpoint, message },
+        _ => Error::Status {
+            endpoint,
+            status,
+            message,
+        },
+    }
+}
+
 /// Reads an error message from a Grape (`{"message": …}` / `{"error": …}`) or object storage
 /// (XML) body, falling back to the first 200 bytes of text.
 pub(crate) async fn error_message(resp: Response) -> String {

@@ -1,6 +1,6 @@
 //! Job request, state updates and trace patches.
 
-use crate::client::{Client, error_message};
+use crate::client::{Client, unexpected};
 use crate::error::Error;
 use crate::types::{JobRequest, JobResponse, Token, UpdateJobRequest};
 use bytes::Bytes;
@@ -185,19 +185,8 @@ impl Client {
                 }
             }
             204 | 409 | 503 => JobRequestOutcome::NoJob,
-            403 => {
-                return Err(Error::Forbidden {
-                    endpoint: EP,
-                    message: error_message(resp).await,
-                });
-            }
-            s => {
-                return Err(Error::Status {
-                    endpoint: EP,
-                    status: s,
-                    message: error_message(resp).await,
-                });
-            }
+
+            _ => return Err(unexpected(EP, resp).await),
         };
         Ok(JobRequestResult {
             outcome,

@@ -1,6 +1,6 @@
 //! Registration, verification and unregistration.
 
-use crate::client::{Client, error_message};
+use crate::client::{Client, unexpected};
 use crate::error::Error;
 use crate::types::{RegisterRunnerRequest, RunnerDetails, Token, VerifyRunnerRequest};
 use reqwest::Method;
@@ -18,10 +18,7 @@ impl Client {
             .await?;
         match resp.status().as_u16() {
             201 => decode(EP, resp).await,
-            403 => Err(Error::Forbidden {
-                endpoint: EP,
-                message: error_message(resp).await,
-            }),
+
             410 => Err(Error::Status {
                 endpoint: EP,
                 status: 410,
@@ -29,11 +26,7 @@ impl Client {
                           create the runner in GitLab and use its glrt- token"
                     .into(),
             }),
-            s => Err(Error::Status {
-                endpoint: EP,
-                status: s,
-                message: error_message(resp).await,
-            }),
+            _ => Err(unexpected(EP, resp).await),
         }
     }
 
@@ -63,15 +56,8 @@ impl Client {
                     }),
                 )
             }
-            403 => Err(Error::Forbidden {
-                endpoint: EP,
-                message: error_message(resp).await,
-            }),
-            s => Err(Error::Status {
-                endpoint: EP,
-                status: s,
-                message: error_message(resp).await,
-            }),
+
+            _ => Err(unexpected(EP, resp).await),
         }
     }
 
@@ -121,15 +107,8 @@ impl Client {
             .await?;
         match resp.status().as_u16() {
             204 | 200 => Ok(()),
-            403 => Err(Error::Forbidden {
-                endpoint: ep,
-                message: error_message(resp).await,
-            }),
-            s => Err(Error::Status {
-                endpoint: ep,
-                status: s,
-                message: error_message(resp).await,
-            }),
+
+            _ => Err(unexpected(ep, resp).await),
         }
     }
 
@@ -149,15 +128,8 @@ impl Client {
             .await?;
         match resp.status().as_u16() {
             201 | 200 => decode(EP, resp).await,
-            403 => Err(Error::Forbidden {
-                endpoint: EP,
-                message: error_message(resp).await,
-            }),
-            s => Err(Error::Status {
-                endpoint: EP,
-                status: s,
-                message: error_message(resp).await,
-            }),
+
+            _ => Err(unexpected(EP, resp).await),
         }
     }
 }
