@@ -45,6 +45,17 @@ pub enum UploadError {
     Other(#[from] Error),
 }
 
+/// Whether a failed download is worth another try (not an authorisation or missing-file
+/// answer).
+fn download_retryable(e: &Error) -> bool {
+    match e {
+        Error::Forbidden { .. } => false,
+        Error::Status { status, .. } => !matches!(status, 400..=499) || *status == 429,
+        Error::File { .. } => false,
+        _ => true,
+    }
+}
+
 impl Client {
     /// Uploads an artifact archive (`POST /jobs/:id/artifacts`), streaming it from disk.
     /// Retries as the transport does; 413 and 403 are not retried.
@@ -129,8 +140,34 @@ impl Client {
     }
 
     /// Downloads a job's artifacts archive to `dest` (`GET /jobs/:id/artifacts`), following
-    /// redirects to object storage.
+    /// redirects to object storage by hand so that the `JOB-TOKEN` header never leaves GitLab's
+    /// host. The file is written to a temporary sibling and renamed when complete. Generic
+    /// failures are retried twice; 401, 403 and 404 are not. Returns the size in bytes.
     pub async fn download_artifacts(
+        &self,
+        job_id: i64,
+        token: &Token,
+        direct_download: bool,
+        dest: &Path,
+    ) -> Result<u64, Error> {
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .download_artifacts_once(job_id, token, direct_download, dest)
+                .await
+            {
+                Ok(n) => return Ok(n),
+                Err(e) if attempt < 2 && download_retryable(&e) => {
+                    tracing::warn!(job_id, error = %e, "artifact download failed, retrying");
+                    tokio::time::sleep(crate::retry::API_BACKOFF.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn download_artifacts_once(
         &self,
         job_id: i64,
         token: &Token,
@@ -139,32 +176,63 @@ impl Client {
     ) -> Result<u64, Error> {
         const EP: &str = "download_artifacts";
         let path = format!("jobs/{job_id}/artifacts?direct_download={direct_download}");
-        let resp = self
+        let mut resp = self
             .send(EP, || {
                 self.request(Method::GET, &path)
                     .header("JOB-TOKEN", token.expose())
             })
             .await?;
-        match resp.status().as_u16() {
-            200 => {}
-
-            _ => return Err(unexpected(EP, resp).await),
+        let gitlab_origin = self.base().origin();
+        let mut hops = 0;
+        while matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) && hops < 5 {
+            hops += 1;
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| resp.url().join(l).ok())
+                .ok_or_else(|| Error::Decode {
+                    endpoint: EP,
+                    reason: "redirect without a usable Location header".into(),
+                })?;
+            let mut req = self.raw().get(location.clone());
+            if location.origin() == gitlab_origin {
+                req = req.header("JOB-TOKEN", token.expose());
+            }
+            resp = req.send().await.map_err(|e| Error::Transport {
+                endpoint: EP,
+                source: e,
+            })?;
+        }
+        if resp.status().as_u16() != 200 {
+            return Err(unexpected(EP, resp).await);
         }
         let file_err = |e| Error::File {
             path: dest.display().to_string(),
             source: e,
         };
-        let mut file = tokio::fs::File::create(dest).await.map_err(file_err)?;
+        let part = dest.with_extension("part");
+        let mut file = tokio::fs::File::create(&part).await.map_err(file_err)?;
         let mut stream = resp.bytes_stream();
         let mut total = 0u64;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Transport {
-            endpoint: EP,
-            source: e,
-        })? {
-            total += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(file_err)?;
+        let copied: Result<(), Error> = async {
+            while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Transport {
+                endpoint: EP,
+                source: e,
+            })? {
+                total += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(file_err)?;
+            }
+            file.flush().await.map_err(file_err)?;
+            file.sync_all().await.map_err(file_err)
         }
-        file.flush().await.map_err(file_err)?;
+        .await;
+        drop(file);
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&part, dest).await.map_err(file_err)?;
         Ok(total)
     }
 

@@ -88,7 +88,10 @@ impl Client {
             .user_agent(ua)
             .connect_timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(30));
+            .tcp_keepalive(Duration::from_secs(30))
+            // Redirects are followed by the endpoints that expect them, so that the job
+            // token header never travels to another host.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &cfg.tls_ca_file {
             let pem = read_file(ca)?;
             let certs =

@@ -13,6 +13,7 @@ pub mod retry;
 pub mod runners;
 pub mod types;
 
+pub use artifacts::{ArtifactUpload, UploadError};
 pub use client::{ApiObserver, Client, ClientConfig};
 pub use error::Error;
 pub use jobs::{JobRequestOutcome, JobRequestResult, PatchOutcome, RemoteJobState, UpdateOutcome};

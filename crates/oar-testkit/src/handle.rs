@@ -359,6 +359,14 @@ impl FakeGitlab {
         self.shared().write(|st| st.settings.long_poll = d);
     }
 
+    /// Serve artifact downloads through a `302` to a pre-signed URL on another host name, like
+    /// GitLab with object storage. The storage endpoint records a violation when it receives a
+    /// `JOB-TOKEN` header (the token must never leave GitLab's host).
+    pub fn set_artifacts_in_object_storage(&self, on: bool) {
+        self.shared()
+            .write(|st| st.settings.artifacts_in_object_storage = on);
+    }
+
     /// Answer 202 to the first `n` final PUTs (carrying a checksum) of each job before the 200.
     pub fn set_final_update_accepted_times(&self, n: u32) {
         self.shared()

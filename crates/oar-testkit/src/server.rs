@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode};
 use axum::response::Response;
-use axum::routing::{delete, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -52,6 +52,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/api/v4/jobs/{id}/artifacts",
             post(artifacts::upload).get(artifacts::download),
         )
+        .route("/storage/artifacts/{link}", get(artifacts::storage))
         .fallback(git::handle)
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)

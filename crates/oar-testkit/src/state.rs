@@ -26,6 +26,11 @@ pub(crate) struct Settings {
     pub final_update_backoff: u64,
     /// Lifetime of new runner tokens (`token_expires_at`), `None` = never expires.
     pub token_expiry: Option<Duration>,
+    /// Answer artifact downloads with a `302` to a pre-signed "object storage" URL on another
+    /// host name (`localhost` instead of `127.0.0.1`), as GitLab with object storage does.
+    pub artifacts_in_object_storage: bool,
+    /// Pre-signed object-storage paths handed out: path → job id.
+    pub storage_links: std::collections::HashMap<String, i64>,
 }
 
 impl Default for Settings {
@@ -36,6 +41,8 @@ impl Default for Settings {
             final_update_accepted_times: 0,
             final_update_backoff: 1,
             token_expiry: None,
+            artifacts_in_object_storage: false,
+            storage_links: std::collections::HashMap::new(),
         }
     }
 }
