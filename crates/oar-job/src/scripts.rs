@@ -266,10 +266,9 @@ fn fetch_sources(
     if object_format == "sha256" {
         init.extend(["--object-format", "sha256"]);
     }
-    w.line(format!(
-        "{} >/dev/null",
-        init.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-    ));
+    // git's own "Initialized empty/Reinitialized existing Git repository" line is shown, as
+    // in GitLab's job logs.
+    w.command(init);
     w.cd(dir);
     w.if_(&format!(
         "git remote add origin {} >/dev/null 2>&1",

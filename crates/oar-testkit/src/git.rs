@@ -166,6 +166,58 @@ pub(crate) fn commit(
     git(&work, home, &["rev-parse", "HEAD"])
 }
 
+/// Commit a submodule at `path` in `project` pointing at the head of `sub_project`'s `main`,
+/// with `url` written to `.gitmodules` (relative URLs like `../sub.git` resolve against the
+/// superproject's remote, as on GitLab).
+pub(crate) fn add_submodule(
+    shared: &Shared,
+    project: &str,
+    path: &str,
+    url: &str,
+    sub_project: &str,
+) -> anyhow::Result<String> {
+    let sub_sha = rev_parse(shared, sub_project, "refs/heads/main")
+        .with_context(|| format!("no main branch in {sub_project}"))?;
+    let (_, work) = dirs(shared, project);
+    let home = shared.work.as_path();
+    // An unpopulated submodule is an empty directory; without it `git add -A` would stage the
+    // gitlink's removal.
+    std::fs::create_dir_all(work.join(path))?;
+    git(
+        &work,
+        home,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            &format!("submodule.{path}.path"),
+            path,
+        ],
+    )?;
+    git(
+        &work,
+        home,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            &format!("submodule.{path}.url"),
+            url,
+        ],
+    )?;
+    git(
+        &work,
+        home,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{sub_sha},{path}"),
+        ],
+    )?;
+    commit(shared, project, &[])
+}
+
 /// `git rev-parse` in the bare repository (`None` if the revision doesn't exist).
 pub(crate) fn rev_parse(shared: &Shared, project: &str, rev: &str) -> Option<String> {
     let (bare, _) = dirs(shared, project);
@@ -250,7 +302,12 @@ pub(crate) async fn handle(
         st.jobs
             .values()
             .find(|j| j.token == password && j.state.is_executing())
-            .map(|j| j.spec.project_path == project)
+            .map(|j| {
+                j.spec.project_path == project
+                    || st
+                        .job_token_allowlist
+                        .contains(&(project.to_owned(), j.spec.project_path.clone()))
+            })
     });
     match access {
         None => return unauthorized(),

@@ -150,6 +150,28 @@ impl FakeGitlab {
         git::commit(self.shared(), path, files)
     }
 
+    /// Commit a submodule at `path` in project `path`'s `main`, pointing at the head of
+    /// `sub_project`; `url` goes to `.gitmodules` (e.g. `../sub.git`). Returns the new sha.
+    pub fn add_submodule(
+        &self,
+        project: &str,
+        path: &str,
+        url: &str,
+        sub_project: &str,
+    ) -> anyhow::Result<String> {
+        git::add_submodule(self.shared(), project, path, url, sub_project)
+    }
+
+    /// Add `source` to `target`'s CI/CD job token allowlist: jobs of `source` may then clone
+    /// `target` with their job token (as submodules need). Otherwise they get a 404, as on
+    /// GitLab.
+    pub fn allow_job_token_access(&self, target: &str, source: &str) {
+        self.shared().write(|st| {
+            st.job_token_allowlist
+                .insert((target.to_owned(), source.to_owned()));
+        });
+    }
+
     /// Create tag `tag` at the head of `main`; returns the sha.
     pub fn create_tag(&self, path: &str, tag: &str) -> anyhow::Result<String> {
         let sha = git::rev_parse(self.shared(), path, "refs/heads/main")

@@ -136,6 +136,8 @@ pub(crate) struct State {
     pub faults: Vec<Fault>,
     pub requests: Vec<RequestRecord>,
     pub violations: Vec<String>,
+    /// CI/CD job token allowlist: (target project, project whose job tokens may read it).
+    pub job_token_allowlist: HashSet<(String, String)>,
     /// Current `X-GitLab-Last-Update` value; changes whenever the queue changes.
     pub queue_value: String,
     pub next_runner_id: i64,
@@ -155,6 +157,7 @@ impl State {
             faults: Vec::new(),
             requests: Vec::new(),
             violations: Vec::new(),
+            job_token_allowlist: HashSet::new(),
             queue_value: util::random_hex(32),
             next_runner_id: 1,
             next_job_id: 1001,
