@@ -165,3 +165,62 @@ fn debug_hides_tokens_and_bad_documents_are_rejected() {
         Err(ConfigError::NotFound { .. })
     ));
 }
+
+#[test]
+fn a_template_gives_globals_and_the_runners_base_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = ConfigDocument::parse(
+        r#"
+concurrent = 25
+check_interval = 3
+listen_address = ":9252"
+
+[[runners]]
+  # from the chart's runners.config
+  output_limit = 8192
+  [runners.kubernetes]
+    namespace = "from-template"
+    poll_timeout = 600
+    cpu_limit = "2"
+  [runners.cache]
+    Type = "s3"
+    Shared = true
+"#,
+        &dir.path().join("config.template.toml"),
+    )
+    .unwrap();
+    let path = dir.path().join("config.toml");
+    let mut doc = ConfigDocument::open_or_default(&path).unwrap();
+    doc.append_runner_with_template(&k8s_runner(), &template)
+        .unwrap();
+    // A second runner from the same template lands after the first, whole.
+    let mut second = k8s_runner();
+    second.name = "k8s-2".into();
+    doc.append_runner_with_template(&second, &template).unwrap();
+    doc.save().unwrap();
+    let loaded = load(&path).unwrap();
+    // A new document has concurrent = 1 already: the file's own values are kept.
+    assert_eq!(loaded.config.concurrent, 1);
+    assert_eq!(loaded.config.listen_address.as_deref(), Some(":9252"));
+    let r = &loaded.config.runners[0];
+    assert_eq!(r.name, "k8s");
+    assert_eq!(r.token.expose_secret(), "glrt-t1_newk8stoken999");
+    assert_eq!(r.output_limit, 8192);
+    let k = r.kubernetes.as_ref().unwrap();
+    // The flag's namespace wins; the template's other keys stay.
+    assert_eq!(k.namespace.as_deref(), Some("ci"));
+    assert_eq!(k.poll_timeout, std::time::Duration::from_secs(600));
+    assert_eq!(k.image.as_deref(), Some("alpine:3.20"));
+    assert!(r.cache.as_ref().unwrap().shared);
+    assert_eq!(loaded.config.runners[1].name, "k8s-2");
+    assert_eq!(
+        loaded.config.runners[1]
+            .kubernetes
+            .as_ref()
+            .unwrap()
+            .poll_timeout,
+        std::time::Duration::from_secs(600)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("# from the chart's runners.config"), "{text}");
+}

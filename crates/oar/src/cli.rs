@@ -111,6 +111,25 @@ pub struct RegisterArgs {
     /// Legacy registration token (deprecated in GitLab).
     #[arg(short = 'r', long = "registration-token", env = "REGISTRATION_TOKEN")]
     pub registration_token: Option<String>,
+    /// Read the runner authentication token from this file (e.g. a mounted Secret), so it
+    /// never appears in a process list or a pod's environment.
+    #[arg(
+        long = "token-file",
+        env = "CI_SERVER_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Read the legacy registration token from this file.
+    #[arg(
+        long = "registration-token-file",
+        env = "REGISTRATION_TOKEN_FILE",
+        conflicts_with = "registration_token"
+    )]
+    pub registration_token_file: Option<PathBuf>,
+    /// A config.toml whose global settings and first `[[runners]]` entry are the base of what
+    /// is registered; flags win over it.
+    #[arg(long = "template-config", env = "TEMPLATE_CONFIG_FILE")]
+    pub template_config: Option<PathBuf>,
     /// Runner name.
     #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME")]
     pub name: Option<String>,

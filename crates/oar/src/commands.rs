@@ -60,7 +60,24 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         if shell.is_empty() { "bash" } else { &shell },
     );
     let name = a.name.clone().unwrap_or_else(hostname);
-    let details = match (&a.token, &a.registration_token) {
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(read_token_file(f, "--token-file")?),
+        (None, None) => None,
+    };
+    let registration_token = match (&a.registration_token, &a.registration_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(read_token_file(f, "--registration-token-file")?),
+        (None, None) => None,
+    };
+    let template = match &a.template_config {
+        Some(p) => Some(
+            ConfigDocument::open(p)
+                .with_context(|| format!("reading --template-config {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let details = match (&token, &registration_token) {
         (Some(token), _) => {
             let server_side = [
                 ("--tag-list", a.tag_list.is_some()),
@@ -138,7 +155,20 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
             ..NewKubernetes::default()
         });
     }
-    doc.append_runner(&new)?;
+    match &template {
+        Some(t) => doc.append_runner_with_template(&new, t)?,
+        None => doc.append_runner(&new)?,
+    }
+    doc.validate().with_context(|| {
+        format!(
+            "the registered configuration would not load{}",
+            if template.is_some() {
+                " (check --template-config)"
+            } else {
+                ""
+            }
+        )
+    })?;
     doc.save()?;
     println!(
         "Runner registered successfully. Config saved in {} (runner {:?}, id {}).",
@@ -147,6 +177,17 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         details.id
     );
     Ok(())
+}
+
+/// A token from a file: surrounding whitespace (a trailing newline) removed, never empty.
+fn read_token_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read the token", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("{flag} {}: the file is empty", path.display());
+    }
+    Ok(token.to_string())
 }
 
 fn hostname() -> String {

@@ -189,3 +189,86 @@ async fn broken_config_names_the_line() {
     );
     assert!(err.contains("limit"), "{err}");
 }
+
+/// What the Helm chart does at pod start: tokens from mounted files, the rendered template as
+/// the base, and a `glrt-` token verified with no registration call.
+#[tokio::test]
+async fn register_from_token_files_and_a_template_as_the_chart_does() {
+    let f = Fixture::new().await;
+    f.gl.add_registration_token("GR1348941legacyRegToken");
+    let secrets = f.dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(
+        secrets.join("runner-token"),
+        format!("{}\n", common::RUNNER_TOKEN),
+    )
+    .unwrap();
+    std::fs::write(
+        secrets.join("runner-registration-token"),
+        "GR1348941legacyRegToken\n",
+    )
+    .unwrap();
+    std::fs::write(secrets.join("empty"), "\n").unwrap();
+    let template = f.dir.path().join("config.template.toml");
+    std::fs::write(
+        &template,
+        "concurrent = 7\nlisten_address = \":9252\"\n\n[[runners]]\n  output_limit = 16384\n  [runners.kubernetes]\n    poll_timeout = 900\n",
+    )
+    .unwrap();
+    let cfg = f.dir.path().join("generated").join("config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let register = |token_flag: &'static str, file: &'static str| {
+        let mut c = f.oar();
+        c.args(["register", "--non-interactive", "-c"])
+            .arg(&cfg)
+            .args(["--url", &f.gl.url(), "--executor", "kubernetes", token_flag])
+            .arg(secrets.join(file))
+            .arg("--template-config")
+            .arg(&template)
+            .args(["--kubernetes-namespace", "ci-jobs"]);
+        c
+    };
+    let out = register("--token-file", "runner-token")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        f.gl.requests_to(Endpoint::RegisterRunner).is_empty(),
+        "a glrt- token must not register"
+    );
+    assert_eq!(f.gl.requests_to(Endpoint::VerifyRunner).len(), 1);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains("concurrent = 1") || text.contains("concurrent = 7"),
+        "{text}"
+    );
+    assert!(text.contains("listen_address = \":9252\""), "{text}");
+    assert!(text.contains("output_limit = 16384"), "{text}");
+    assert!(text.contains("poll_timeout = 900"), "{text}");
+    assert!(text.contains("namespace = \"ci-jobs\""), "{text}");
+    assert!(text.contains(common::RUNNER_TOKEN), "{text}");
+
+    let out = register("--registration-token-file", "runner-registration-token")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.gl.requests_to(Endpoint::RegisterRunner).len(), 1);
+
+    let out = register("--token-file", "empty").output().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("empty"),
+        "{err}"
+    );
+}

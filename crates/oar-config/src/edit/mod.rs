@@ -188,6 +188,47 @@ impl ConfigDocument {
         }
     }
 
+    /// Appends `runner` on top of a template (`register --template-config`): global settings
+    /// of `template` that this document lacks are copied, and the template's first
+    /// `[[runners]]` table is the base of the new runner, with `runner`'s values winning
+    /// (tables such as `[runners.kubernetes]` are merged key by key).
+    pub fn append_runner_with_template(
+        &mut self,
+        runner: &NewRunner,
+        template: &ConfigDocument,
+    ) -> Result<(), ConfigError> {
+        for (key, item) in template.doc.iter() {
+            if key != "runners" && !self.doc.contains_key(key) {
+                self.doc.insert(key, item.clone());
+            }
+        }
+        let mut base = template
+            .runner_tables()
+            .and_then(|a| a.get(0))
+            .cloned()
+            .unwrap_or_default();
+        let table = append::runner_table(runner).map_err(|message| ConfigError::Document {
+            path: self.path.clone(),
+            message,
+        })?;
+        merge_tables(&mut base, &table);
+        base.set_implicit(false);
+        // The template's tables carry their positions in the template; a copy placed in this
+        // document must be laid out after the runner it belongs to.
+        clear_positions(&mut base);
+        let runners = self
+            .doc
+            .entry("runners")
+            .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()));
+        match runners {
+            Item::ArrayOfTables(array) => {
+                array.push(base);
+                Ok(())
+            }
+            _ => Err(self.not_array()),
+        }
+    }
+
     /// Removes every runner for which `predicate` is true; returns how many were removed.
     pub fn remove_runners(&mut self, mut predicate: impl FnMut(&RunnerSummary) -> bool) -> usize {
         let Some(Item::ArrayOfTables(array)) = self.doc.get_mut("runners") else {
@@ -321,6 +362,28 @@ fn replace_value(table: &mut Table, key: &str, mut value: Value) {
         _ => {
             table.insert(key, Item::Value(value));
             append::indent_key(table, key, append::RUNNER_INDENT);
+        }
+    }
+}
+
+/// Copies `from` into `into`; nested tables are merged, other values replaced.
+fn merge_tables(into: &mut toml_edit::Table, from: &toml_edit::Table) {
+    for (key, item) in from.iter() {
+        match (into.get_mut(key), item) {
+            (Some(Item::Table(existing)), Item::Table(new)) => merge_tables(existing, new),
+            _ => {
+                into.insert(key, item.clone());
+            }
+        }
+    }
+}
+
+/// Forgets where tables stood in their source document, so they are written in order.
+fn clear_positions(table: &mut toml_edit::Table) {
+    table.set_position(None);
+    for (_, item) in table.iter_mut() {
+        if let Item::Table(t) = item {
+            clear_positions(t);
         }
     }
 }
