@@ -224,3 +224,95 @@ listen_address = ":9252"
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("# from the chart's runners.config"), "{text}");
 }
+
+/// `register --cache-s3-access-key-file …` as the chart runs it: the keys land in the
+/// template's `[runners.cache.s3]`, next to its bucket settings, replacing a key of the same
+/// name in another case; with no template they get a `[runners.cache.s3]` of their own.
+#[test]
+fn cache_credentials_are_merged_into_the_templates_s3_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = ConfigDocument::parse(
+        r#"
+[[runners]]
+  [runners.kubernetes]
+    namespace = "ci"
+  [runners.cache]
+    Type = "s3"
+    Shared = true
+    [runners.cache.s3]
+      ServerAddress = "s3.example.com"
+      BucketName = "ci-cache"
+      access_key = "from-the-template"
+"#,
+        &dir.path().join("config.template.toml"),
+    )
+    .unwrap();
+    let mut runner = k8s_runner();
+    runner.cache_s3_access_key = Some(SecretString::from("AKIAEXAMPLE"));
+    runner.cache_s3_secret_key = Some(SecretString::from("secret/with+chars"));
+
+    let path = dir.path().join("config.toml");
+    let mut doc = ConfigDocument::open_or_default(&path).unwrap();
+    doc.append_runner_with_template(&runner, &template).unwrap();
+    doc.save().unwrap();
+    let text = fs_err::read_to_string(&path).unwrap();
+    assert!(!text.contains("from-the-template"), "{text}");
+    assert_eq!(text.matches("[runners.cache.s3]").count(), 1, "{text}");
+    let loaded = load(&path).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let cache = loaded.config.runners[0].cache.as_ref().unwrap();
+    assert!(cache.shared);
+    let s3 = cache.s3.as_ref().unwrap();
+    assert_eq!(s3.server_address.as_deref(), Some("s3.example.com"));
+    assert_eq!(s3.bucket_name.as_deref(), Some("ci-cache"));
+    assert_eq!(
+        s3.access_key.as_ref().unwrap().expose_secret(),
+        "AKIAEXAMPLE"
+    );
+    assert_eq!(
+        s3.secret_key.as_ref().unwrap().expose_secret(),
+        "secret/with+chars"
+    );
+    // The runner's own keys still win over the template's.
+    let kube = loaded.config.runners[0].kubernetes.as_ref().unwrap();
+    assert_eq!(kube.namespace.as_deref(), Some("ci"));
+
+    // An inline `s3 = { … }` table of the template is merged the same way.
+    let inline = ConfigDocument::parse(
+        "[[runners]]\n  [runners.cache]\n    Type = \"s3\"\n    S3 = { BucketName = \"inline-bucket\", SecretKey = \"old\" }\n",
+        &dir.path().join("inline.toml"),
+    )
+    .unwrap();
+    let mut doc = ConfigDocument::parse("", &dir.path().join("inline-config.toml")).unwrap();
+    doc.append_runner_with_template(&runner, &inline).unwrap();
+    let loaded = doc.validate().unwrap();
+    let s3 = loaded.config.runners[0]
+        .cache
+        .as_ref()
+        .unwrap()
+        .s3
+        .clone()
+        .unwrap();
+    assert_eq!(s3.bucket_name.as_deref(), Some("inline-bucket"));
+    assert_eq!(s3.access_key.unwrap().expose_secret(), "AKIAEXAMPLE");
+    assert_eq!(s3.secret_key.unwrap().expose_secret(), "secret/with+chars");
+
+    // Without a template: a [runners.cache.s3] table with just the keys.
+    let mut doc = ConfigDocument::parse("", &dir.path().join("plain.toml")).unwrap();
+    doc.append_runner(&runner).unwrap();
+    let text = doc.to_string();
+    assert!(
+        text.contains("  [runners.cache.s3]\n      AccessKey = \"AKIAEXAMPLE\"\n"),
+        "{text}"
+    );
+    assert!(!text.contains("[runners.cache]\n"), "{text}");
+    let loaded = doc.validate().unwrap();
+    let s3 = loaded.config.runners[0]
+        .cache
+        .as_ref()
+        .unwrap()
+        .s3
+        .clone()
+        .unwrap();
+    assert_eq!(s3.secret_key.unwrap().expose_secret(), "secret/with+chars");
+}

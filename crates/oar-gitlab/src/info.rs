@@ -31,6 +31,12 @@ pub fn features(executor: &str) -> FeaturesInfo {
         cancelable: true,
         cancel_gracefully: true,
         two_phase_job_commit: true,
+        artifacts: true,
+        artifacts_exclude: true,
+        upload_multiple_artifacts: true,
+        upload_raw_artifacts: true,
+        cache: true,
+        fallback_cache_keys: true,
         shared: executor == "shell",
         ..FeaturesInfo::default()
     }

@@ -304,4 +304,34 @@ mod tests {
         assert_eq!(job.variables[0].value, "");
         assert!(job.services.is_empty() && job.image.is_none());
     }
+
+    #[test]
+    fn a_job_survives_a_round_trip_through_json() {
+        // The manager hands the job to the pod's helper as JSON: nothing may be lost.
+        let body = br#"{"id": 42, "token": "glcbt-secret", "allow_git_fetch": true,
+            "job_info": {"id": 42, "name": "build", "stage": "test", "project_id": 7,
+                         "project_name": "widget", "timeout": 600},
+            "git_info": {"repo_url": "https://gitlab-ci-token:glcbt-secret@gitlab.example.com/acme/widget.git",
+                         "ref": "main", "sha": "abc", "depth": 20, "refspecs": ["+refs/heads/*:refs/remotes/origin/*"]},
+            "variables": [{"key": "A", "value": "1", "masked": true, "public": false, "file": true, "raw": true}],
+            "steps": [{"name": "script", "script": ["echo hi"], "timeout": 600, "when": "on_success", "allow_failure": false}],
+            "image": {"name": "alpine:3", "entrypoint": [""], "pull_policy": ["if-not-present"]},
+            "services": [{"name": "postgres:16", "alias": "db"}],
+            "artifacts": [{"name": "a", "paths": ["out/"], "exclude": ["x"], "when": "always", "expire_in": "1 day"}],
+            "cache": [{"key": "k", "paths": ["v/"], "policy": "pull", "fallback_keys": ["f"]}],
+            "dependencies": [{"id": 41, "name": "dep", "token": "glcbt-dep", "artifacts_file": {"filename": "a.zip", "size": 5}}],
+            "features": {"trace_sections": true, "token_mask_prefixes": ["glpat-"], "failure_reasons": ["script_failure"]}}"#;
+        let JobRequestOutcome::Job(job) = parse_job_payload(body) else {
+            panic!()
+        };
+        let again = serde_json::to_vec(&*job).unwrap();
+        let JobRequestOutcome::Job(back) = parse_job_payload(&again) else {
+            panic!()
+        };
+        assert_eq!(format!("{job:?}"), format!("{back:?}"));
+        assert_eq!(back.token.expose(), "glcbt-secret");
+        assert_eq!(back.dependencies[0].token.expose(), "glcbt-dep");
+        assert_eq!(back.cache[0].fallback_keys, vec!["f".to_string()]);
+        assert_eq!(back.job_info.project_id, 7);
+    }
 }

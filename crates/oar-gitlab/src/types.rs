@@ -95,7 +95,8 @@ pub struct FeaturesInfo {
 }
 
 /// The `info` object sent with registration, verification, job requests and updates.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VersionInfo {
     /// Always `gitlab-runner`-shaped name of the runner software.
     pub name: String,
@@ -123,7 +124,8 @@ pub struct VersionInfo {
 }
 
 /// `info.config`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConfigInfo {
     /// Docker `gpus` setting; always empty for Oar.
     pub gpus: String,
@@ -164,7 +166,7 @@ fn is_zero(v: &u64) -> bool {
 }
 
 /// `{id, token, token_expires_at}` returned by registration and verification.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunnerDetails {
     /// Runner id.
     #[serde(default)]
@@ -231,7 +233,7 @@ pub struct JobVariable {
 }
 
 /// `job_info`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct JobInfo {
     #[serde(default, deserialize_with = "null_default")]
@@ -251,7 +253,7 @@ pub struct JobInfo {
 }
 
 /// `git_info`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GitInfo {
     /// Clone URL with credentials embedded.
     #[serde(default)]
@@ -280,7 +282,7 @@ pub struct GitInfo {
 }
 
 /// `runner_info`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunnerInfo {
     /// Effective job timeout in seconds; 0 or less means the default (7200).
     #[serde(default, deserialize_with = "null_default")]
@@ -288,7 +290,7 @@ pub struct RunnerInfo {
 }
 
 /// One entry of `steps`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Step {
     /// `script`, `release` or `after_script`.
     #[serde(default, deserialize_with = "null_default")]
@@ -308,7 +310,7 @@ pub struct Step {
 }
 
 /// One entry of `hooks`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Hook {
     /// `pre_get_sources_script` or `post_get_sources_script`.
     #[serde(default, deserialize_with = "null_default")]
@@ -319,7 +321,7 @@ pub struct Hook {
 }
 
 /// `image` and `services[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Image {
     /// Image reference.
     #[serde(default, deserialize_with = "null_default")]
@@ -342,7 +344,7 @@ pub struct Image {
 }
 
 /// `artifacts[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct Artifact {
     #[serde(default, deserialize_with = "null_default")]
@@ -364,7 +366,7 @@ pub struct Artifact {
 }
 
 /// `cache[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct Cache {
     #[serde(default, deserialize_with = "null_default")]
@@ -382,7 +384,7 @@ pub struct Cache {
 }
 
 /// `dependencies[].artifacts_file`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ArtifactsFile {
     /// File name.
     #[serde(default, deserialize_with = "null_default")]
@@ -393,7 +395,7 @@ pub struct ArtifactsFile {
 }
 
 /// `dependencies[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Dependency {
     /// Job id of the dependency.
     #[serde(default, deserialize_with = "null_default")]
@@ -410,7 +412,7 @@ pub struct Dependency {
 }
 
 /// `credentials[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct Credentials {
     #[serde(default, rename = "type", deserialize_with = "null_default")]
@@ -424,7 +426,7 @@ pub struct Credentials {
 }
 
 /// `features` of the job (server capabilities).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobFeatures {
     /// Emit section markers.
     #[serde(default, deserialize_with = "null_default")]
@@ -438,7 +440,7 @@ pub struct JobFeatures {
 }
 
 /// The job payload of a `201` answer to `POST /jobs/request`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct JobResponse {
     pub id: i64,

@@ -4,6 +4,7 @@
 use crate::error::JobError;
 use crate::vars::{Variable, Variables};
 use oar_gitlab::JobResponse;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,8 +13,17 @@ pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
 /// Default timeout of `after_script`.
 pub const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runner-side settings of a job, independent of the executor's mechanics.
-#[derive(Debug, Clone, Default)]
+/// File variable with the CA bundle the runner trusts for GitLab.
+pub const TLS_CA_FILE: &str = "CI_SERVER_TLS_CA_FILE";
+/// File variable with the runner's client certificate for GitLab.
+pub const TLS_CERT_FILE: &str = "CI_SERVER_TLS_CERT_FILE";
+/// File variable with the runner's client key for GitLab.
+pub const TLS_KEY_FILE: &str = "CI_SERVER_TLS_KEY_FILE";
+
+/// Runner-side settings of a job, independent of the executor's mechanics. Serialisable: the
+/// Kubernetes executor hands them to the job pod's helper inside the payload Secret.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct JobSettings {
     /// `[[runners]] name`.
     pub runner_name: String,
@@ -58,6 +68,28 @@ pub struct JobSettings {
     pub custom_build_dir_enabled: bool,
     /// `debug_trace_disabled`.
     pub debug_trace_disabled: bool,
+    /// Text (PEM) of the runner's `tls-ca-file`: the job's file variable
+    /// `CI_SERVER_TLS_CA_FILE`, which git trusts for the GitLab host.
+    pub tls_ca_pem: Option<String>,
+    /// Text (PEM) of the runner's `tls-cert-file`: the job's file variable
+    /// `CI_SERVER_TLS_CERT_FILE`, git's client certificate for the GitLab host. Used only
+    /// together with `tls_key_pem`.
+    pub tls_cert_pem: Option<String>,
+    /// Text (PEM) of the runner's `tls-key-file`: the job's file variable
+    /// `CI_SERVER_TLS_KEY_FILE`. Used only together with `tls_cert_pem`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub tls_key_pem: Option<SecretString>,
+}
+
+/// Writes a secret's value: only into the payload Secret that carries it to the job pod.
+fn serialize_secret<S: serde::Serializer>(
+    value: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(v.expose_secret()),
+        None => s.serialize_none(),
+    }
 }
 
 /// Directories of a job.
@@ -208,6 +240,26 @@ impl JobContext {
             if let Some((k, val)) = entry.split_once('=') {
                 v.set(k, val);
             }
+        }
+        // TLS file variables, as GitLab Runner adds them: after the runner's own variables,
+        // before the job's (which may override them).
+        let tls_file = |key: &str, pem: &str, public: bool| Variable {
+            key: key.to_string(),
+            value: pem.to_string(),
+            file: true,
+            masked: false,
+            raw: true,
+            public,
+        };
+        if let Some(ca) = s.tls_ca_pem.as_deref().filter(|p| !p.is_empty()) {
+            v.push(tls_file(TLS_CA_FILE, ca, true));
+        }
+        if let (Some(cert), Some(key)) = (s.tls_cert_pem.as_deref(), s.tls_key_pem.as_ref())
+            && !cert.is_empty()
+            && !key.expose_secret().is_empty()
+        {
+            v.push(tls_file(TLS_CERT_FILE, cert, true));
+            v.push(tls_file(TLS_KEY_FILE, key.expose_secret(), false));
         }
         for var in job_vars.deduped() {
             v.push(var.clone());

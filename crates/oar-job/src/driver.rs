@@ -14,6 +14,7 @@
 //! A hard abort (job canceled in GitLab, 403) stops the running stage and skips 2–5.
 
 use crate::context::{DEFAULT_AFTER_SCRIPT_TIMEOUT, JobContext};
+use crate::files::{self, JobFiles};
 use crate::outcome::{FailureReason, JobOutcome};
 use crate::runner::{JobControl, StageExit, StageRunner};
 use crate::scripts;
@@ -45,6 +46,8 @@ enum StageResult {
     Aborted,
     Interrupted,
     System(String),
+    /// A file stage (artifacts) failed: a script failure with this message.
+    FileStage(String),
 }
 
 /// Runs a job to its end. Never panics on a payload; every failure becomes an outcome.
@@ -54,6 +57,7 @@ pub struct Driver<'a, R: StageRunner> {
     log: &'a TraceLog,
     control: JobControl,
     observer: &'a dyn StageObserver,
+    files: &'a JobFiles,
     deadline: Instant,
 }
 
@@ -85,6 +89,7 @@ impl<'a, R: StageRunner> Driver<'a, R> {
         log: &'a TraceLog,
         control: JobControl,
         observer: &'a dyn StageObserver,
+        files: &'a JobFiles,
     ) -> Self {
         let deadline = Instant::now() + ctx.timeout;
         Driver {
@@ -93,6 +98,7 @@ impl<'a, R: StageRunner> Driver<'a, R> {
             log,
             control,
             observer,
+            files,
             deadline,
         }
     }
@@ -142,6 +148,8 @@ impl<'a, R: StageRunner> Driver<'a, R> {
 
     async fn run_stages(&self) -> JobOutcome {
         let ctx = self.ctx;
+        let log = self.log.clone();
+        let say = move |line: &str| log.write(format!("{line}\n").as_bytes());
         self.section_start(
             "prepare_executor",
             &format!("Preparing the \"{}\" executor", ctx.settings.executor),
@@ -169,11 +177,10 @@ impl<'a, R: StageRunner> Driver<'a, R> {
                 .any(|c| !c.paths.is_empty() || c.untracked)
         {
             result = self
-                .run_stage(
-                    scripts::unsupported(ctx, Stage::RestoreCache, "caches"),
-                    self.deadline,
-                    true,
-                )
+                .run_builtin(Stage::RestoreCache, self.deadline, true, async {
+                    files::restore_caches_for_job(ctx, self.files, &say).await;
+                    Ok(())
+                })
                 .await;
         }
         if result == StageResult::Ok
@@ -184,10 +191,10 @@ impl<'a, R: StageRunner> Driver<'a, R> {
                 .any(|d| d.artifacts_file.is_some())
         {
             result = self
-                .run_stage(
-                    scripts::unsupported(ctx, Stage::DownloadArtifacts, "artifact downloads"),
-                    self.deadline,
-                    true,
+                .with_builtin_attempts(
+                    "ARTIFACT_DOWNLOAD_ATTEMPTS",
+                    Stage::DownloadArtifacts,
+                    || files::download_artifacts_for_job(ctx, self.files, &say),
                 )
                 .await;
         }
@@ -245,44 +252,44 @@ impl<'a, R: StageRunner> Driver<'a, R> {
         }
         if !outcome.aborted {
             let ok = outcome.failure.is_none();
-            let wants_cache = ctx.job.cache.iter().any(|c| {
-                (!c.paths.is_empty() || c.untracked)
-                    && match c.when.as_str() {
-                        "always" => true,
-                        "on_failure" => !ok,
-                        _ => ok,
-                    }
-            });
+            let wants_cache = files::resolve_caches(ctx)
+                .into_iter()
+                .flatten()
+                .any(|c| c.when.applies(ok));
             if wants_cache {
                 let stage = if ok {
                     Stage::ArchiveCache
                 } else {
                     Stage::ArchiveCacheOnFailure
                 };
-                self.run_stage(
-                    scripts::unsupported(ctx, stage, "caches"),
-                    Instant::now() + ctx.timeout,
-                    false,
-                )
+                self.run_builtin(stage, Instant::now() + ctx.timeout, false, async {
+                    files::save_caches_for_job(ctx, self.files, ok, &say).await;
+                    Ok(())
+                })
                 .await;
             }
-            let wants_artifacts = ctx.job.artifacts.iter().any(|a| match a.when.as_str() {
-                "always" => true,
-                "on_failure" => !ok,
-                _ => ok,
-            });
+            let wants_artifacts = ctx
+                .job
+                .artifacts
+                .iter()
+                .any(|a| files::artifact_when_matches(&a.when, ok));
             if wants_artifacts {
                 let stage = if ok {
                     Stage::UploadArtifactsOnSuccess
                 } else {
                     Stage::UploadArtifactsOnFailure
                 };
-                self.run_stage(
-                    scripts::unsupported(ctx, stage, "artifact uploads"),
-                    Instant::now() + ctx.timeout,
-                    false,
-                )
-                .await;
+                let r = self
+                    .run_builtin(stage, Instant::now() + ctx.timeout, false, async {
+                        files::upload_artifacts_for_job(ctx, self.files, ok, &say).await
+                    })
+                    .await;
+                match r {
+                    StageResult::Ok => {}
+                    StageResult::Aborted => outcome = self.outcome_of(&r),
+                    other if ok => outcome = self.outcome_of(&other),
+                    _ => {}
+                }
             }
         }
         let cleanup = scripts::cleanup(ctx);
@@ -295,14 +302,7 @@ impl<'a, R: StageRunner> Driver<'a, R> {
 
     /// Runs a predefined stage up to `<var>` times (1–10, default 1).
     async fn with_attempts(&self, var: &str, make: impl Fn() -> StageScript) -> StageResult {
-        let attempts = self
-            .ctx
-            .var(var)
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=10).contains(n))
-            .unwrap_or(1);
+        let attempts = self.attempts(var);
         let mut result = StageResult::Ok;
         for attempt in 1..=attempts {
             result = self.run_stage(make(), self.deadline, true).await;
@@ -314,6 +314,82 @@ impl<'a, R: StageRunner> Driver<'a, R> {
                 &format!("WARNING: stage failed, retrying ({attempt}/{attempts})..."),
             );
         }
+        result
+    }
+
+    /// Runs an in-process stage up to `<var>` times (1–10, default 1).
+    async fn with_builtin_attempts<F, Fut>(&self, var: &str, stage: Stage, make: F) -> StageResult
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let attempts = self.attempts(var);
+        let mut result = StageResult::Ok;
+        for attempt in 1..=attempts {
+            result = self
+                .run_builtin(stage.clone(), self.deadline, true, make())
+                .await;
+            if !matches!(result, StageResult::FileStage(_)) || attempt == attempts {
+                break;
+            }
+            self.colored(
+                YELLOW,
+                &format!("WARNING: stage failed, retrying ({attempt}/{attempts})..."),
+            );
+        }
+        result
+    }
+
+    fn attempts(&self, var: &str) -> u32 {
+        self.ctx
+            .var(var)
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .unwrap_or(1)
+    }
+
+    /// Runs a stage done in-process (artifacts, caches) with the same section, deadline,
+    /// cancel and abort handling as script stages. Dropping the future stops the work.
+    async fn run_builtin<Fut>(
+        &self,
+        stage: Stage,
+        deadline: Instant,
+        cancelable: bool,
+        work: Fut,
+    ) -> StageResult
+    where
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        if self.control.aborted.is_cancelled() {
+            return StageResult::Aborted;
+        }
+        if self.control.shutdown.is_cancelled() {
+            return StageResult::Interrupted;
+        }
+        if cancelable && self.control.canceling.is_cancelled() {
+            return StageResult::Canceled;
+        }
+        let name = stage.name();
+        self.section_start(&name, &stage.description());
+        let started = Instant::now();
+        let result = {
+            let run = work;
+            tokio::pin!(run);
+            tokio::select! {
+                r = &mut run => match r {
+                    Ok(()) => StageResult::Ok,
+                    Err(e) => StageResult::FileStage(e),
+                },
+                _ = tokio::time::sleep_until(deadline) => StageResult::TimedOut,
+                _ = self.control.canceling.cancelled(), if cancelable => StageResult::Canceled,
+                _ = self.control.aborted.cancelled() => StageResult::Aborted,
+                _ = self.control.shutdown.cancelled() => StageResult::Interrupted,
+            }
+        };
+        self.observer.stage_finished(&name, started.elapsed());
+        self.section_end(&name);
         result
     }
 
@@ -351,6 +427,9 @@ impl<'a, R: StageRunner> Driver<'a, R> {
             ),
             StageResult::System(msg) => {
                 JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone())
+            }
+            StageResult::FileStage(msg) => {
+                JobOutcome::failed(FailureReason::ScriptFailure, None, msg.clone())
             }
         }
     }

@@ -14,4 +14,7 @@ pub enum JobError {
     /// The executor failed (not the user's script).
     #[error("executor: {0}")]
     Executor(String),
+    /// The runner's configuration cannot be used for the job (e.g. an unreadable TLS file).
+    #[error("runner configuration: {0}")]
+    Config(String),
 }

@@ -4,11 +4,14 @@
 //! Runner's order, writing everything a user sees to a [`TraceLog`], which [`report`] streams
 //! to GitLab.
 
+pub mod agent;
 pub mod context;
 pub mod driver;
 pub mod error;
+pub mod files;
 pub mod mask;
 pub mod outcome;
+pub mod podstep;
 pub mod report;
 pub mod runner;
 pub mod scripts;
@@ -20,6 +23,7 @@ pub mod vars;
 pub use context::{JobContext, JobSettings, Layout};
 pub use driver::{Driver, StageObserver};
 pub use error::JobError;
+pub use files::{ArtifactStore, CacheUrls, JobFiles};
 pub use outcome::{FailureReason, JobOutcome};
 pub use runner::{JobControl, StageExit, StageRunner};
 pub use stage::{Stage, StageScript};

@@ -1,6 +1,6 @@
 //! Generation of each stage's script from a [`JobContext`]. Pure: values in, text out.
 
-use crate::context::JobContext;
+use crate::context::{JobContext, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
 use crate::shell::{ScriptWriter, quote};
 use crate::stage::{Stage, StageScript};
 
@@ -252,6 +252,7 @@ fn fetch_sources(
             remote_root.as_str(),
         ]);
     }
+    git_tls_config(w, ctx, &remote, &ext);
     w.command([
         "git",
         "config",
@@ -322,6 +323,53 @@ fn fetch_sources(
         w.fi();
     } else {
         w.line(&fetch_line);
+    }
+}
+
+/// `scheme://host[:port]` of the GitLab hosts git talks to: the remote's (after `clone_url`)
+/// and `CI_SERVER_URL`'s, without duplicates.
+fn gitlab_hosts(ctx: &JobContext, remote: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for candidate in [remote.to_string(), ctx.var("CI_SERVER_URL")] {
+        let Ok(u) = url::Url::parse(&candidate) else {
+            continue;
+        };
+        if u.host_str().is_none() {
+            continue;
+        }
+        let origin = u.origin().ascii_serialization();
+        if !hosts.contains(&origin) {
+            hosts.push(origin);
+        }
+    }
+    hosts
+}
+
+/// Git trusts the runner's CA for GitLab and presents its client certificate, as GitLab Runner
+/// sets it up: `http.<GitLab URL>.sslCAInfo|sslCert|sslKey` pointing at the TLS file
+/// variables, in the external config file (never in `.git/config`).
+fn git_tls_config(w: &mut ScriptWriter, ctx: &JobContext, remote: &str, ext: &str) {
+    let settings = [
+        (TLS_CA_FILE, "sslCAInfo"),
+        (TLS_CERT_FILE, "sslCert"),
+        (TLS_KEY_FILE, "sslKey"),
+    ];
+    let wanted: Vec<_> = settings
+        .iter()
+        .filter(|(var, _)| !ctx.var(var).is_empty())
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    for host in gitlab_hosts(ctx, remote) {
+        for (var, setting) in &wanted {
+            // The path is the variable's, expanded by the shell as GitLab Runner does.
+            w.line(format!(
+                "git config -f {} {} \"${var}\"",
+                quote(ext),
+                quote(&format!("http.{host}.{setting}"))
+            ));
+        }
     }
 }
 

@@ -4,6 +4,10 @@ use oar_gitlab::JobResponse;
 use oar_job::{JobContext, JobSettings, scripts};
 
 fn context() -> JobContext {
+    context_with(|_| {})
+}
+
+fn context_with(adjust: impl FnOnce(&mut JobSettings)) -> JobContext {
     let payload = serde_json::json!({
         "id": 77,
         "token": "glcbt-snapshotJobToken",
@@ -45,6 +49,8 @@ fn context() -> JobContext {
         output_limit_bytes: 4 << 20,
         ..JobSettings::default()
     };
+    let mut settings = settings;
+    adjust(&mut settings);
     JobContext::new(job, settings).expect("context")
 }
 
@@ -82,4 +88,68 @@ fn after_script_and_cleanup() {
         "{after}\n----- cleanup -----\n{}",
         scripts::cleanup(&ctx).script
     ));
+}
+
+#[test]
+fn tls_files_become_file_variables_and_git_ssl_settings() {
+    let ctx = context_with(|s| {
+        s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into());
+        s.tls_cert_pem =
+            Some("-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n".into());
+        s.tls_key_pem = Some(
+            "-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n"
+                .to_string()
+                .into(),
+        );
+    });
+    let tmp = "/builds/abcdefghi/0/acme/widget.tmp";
+    for key in [
+        "CI_SERVER_TLS_CA_FILE",
+        "CI_SERVER_TLS_CERT_FILE",
+        "CI_SERVER_TLS_KEY_FILE",
+    ] {
+        let v = ctx.vars.get(key).expect(key);
+        assert!(v.file && v.raw, "{key}");
+    }
+    assert!(ctx.vars.get("CI_SERVER_TLS_CA_FILE").unwrap().public);
+    assert!(!ctx.vars.get("CI_SERVER_TLS_KEY_FILE").unwrap().public);
+    let get_sources = scripts::get_sources(&ctx).script;
+    let ext = format!("{tmp}/.gitlab-runner.ext.conf");
+    for setting in ["sslCAInfo", "sslCert", "sslKey"] {
+        let line = format!("git config -f {ext} http.https://gitlab.example.com.{setting} ");
+        assert!(get_sources.contains(&line), "{setting}");
+    }
+    // Never into the repository's own config.
+    assert!(!get_sources.contains("--file .git/config http."));
+    let cleanup = scripts::cleanup(&ctx).script;
+    for key in [
+        "CI_SERVER_TLS_CA_FILE",
+        "CI_SERVER_TLS_CERT_FILE",
+        "CI_SERVER_TLS_KEY_FILE",
+    ] {
+        let rm = cleanup
+            .lines()
+            .find(|l| l.starts_with("rm -f "))
+            .unwrap_or("");
+        assert!(rm.contains(&format!(" {tmp}/{key}")), "{key}: {rm}");
+    }
+    insta::assert_snapshot!(format!("{get_sources}\n----- cleanup -----\n{cleanup}"));
+}
+
+#[test]
+fn a_ca_alone_configures_only_ssl_ca_info_and_a_lone_cert_is_ignored() {
+    let ctx = context_with(|s| {
+        s.tls_ca_pem = Some("PEM".into());
+        s.tls_cert_pem = Some("CERT without key".into());
+    });
+    assert!(ctx.vars.get("CI_SERVER_TLS_CERT_FILE").is_none());
+    let s = scripts::get_sources(&ctx).script;
+    assert!(s.contains("http.https://gitlab.example.com.sslCAInfo"));
+    assert!(!s.contains("sslCert") && !s.contains("sslKey"));
+    // Without TLS files, no ssl settings at all.
+    assert!(
+        !scripts::get_sources(&context())
+            .script
+            .contains("sslCAInfo")
+    );
 }

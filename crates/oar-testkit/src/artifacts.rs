@@ -233,13 +233,20 @@ pub(crate) async fn download(
         .next()
         .unwrap_or("80")
         .to_owned();
+    let scheme = shared
+        .base_url
+        .split_once("://")
+        .map_or("http", |(s, _)| s)
+        .to_owned();
     let redirect = shared.write(|st| {
         if !st.settings.artifacts_in_object_storage {
             return None;
         }
         let link = util::random_hex(32);
         st.settings.storage_links.insert(link.clone(), id);
-        Some(format!("http://localhost:{port}/storage/artifacts/{link}"))
+        Some(format!(
+            "{scheme}://localhost:{port}/storage/artifacts/{link}"
+        ))
     });
     if let (Ok(_), Some(location)) = (&found, redirect) {
         let mut resp = StatusCode::FOUND.into_response();

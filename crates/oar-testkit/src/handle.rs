@@ -1,6 +1,7 @@
 //! `FakeGitlab`: the handle tests hold. Cheap to clone; the server stops when the last handle
 //! is dropped or on [`FakeGitlab::shutdown`].
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,7 @@ use crate::faults;
 use crate::runners::insert_runner;
 use crate::spec::JobSpec;
 use crate::state::{Job, Shared};
+use crate::tls::{self, TlsOptions};
 use crate::types::{
     Endpoint, Fault, JobSnapshot, JobState, RequestRecord, RunnerRecord, StoredArtifact,
 };
@@ -28,6 +30,14 @@ pub struct FakeGitlab {
 struct Inner {
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    tls: Option<TlsPaths>,
+}
+
+/// PEM files of an HTTPS server.
+struct TlsPaths {
+    ca: PathBuf,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 impl Drop for Inner {
@@ -47,19 +57,58 @@ impl std::fmt::Debug for FakeGitlab {
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
 impl FakeGitlab {
-    /// Bind `127.0.0.1:0` and start serving.
+    /// Bind `127.0.0.1:0` and start serving plain HTTP.
     pub async fn start() -> anyhow::Result<FakeGitlab> {
+        Self::start_with(None).await
+    }
+
+    /// Bind `127.0.0.1:0` and start serving HTTPS (the API and git smart HTTP) with a server
+    /// certificate for `127.0.0.1` and `localhost` issued by a CA generated for this server;
+    /// clients must trust [`ca_pem_path`](Self::ca_pem_path). With
+    /// [`TlsOptions::require_client_cert`], handshakes without the client certificate at
+    /// [`client_cert_pem_path`](Self::client_cert_pem_path) (or another one from the same
+    /// client CA) fail; see [`tls_handshake_errors`](Self::tls_handshake_errors).
+    pub async fn start_tls(options: TlsOptions) -> anyhow::Result<FakeGitlab> {
+        Self::start_with(Some(options)).await
+    }
+
+    async fn start_with(tls: Option<TlsOptions>) -> anyhow::Result<FakeGitlab> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let root = tempfile::Builder::new().prefix("fake-gitlab-").tempdir()?;
+        let material = match tls {
+            Some(opts) => Some(tls::generate(&root.path().join("tls"), opts)?),
+            None => None,
+        };
         let http_backend = git::find_http_backend().await?;
-        let shared = Arc::new(Shared::new(port, root, http_backend));
+        let scheme = if material.is_some() { "https" } else { "http" };
+        let shared = Arc::new(Shared::new(port, scheme, root, http_backend));
         std::fs::create_dir_all(&shared.repos)?;
         std::fs::create_dir_all(&shared.work)?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+        let (acceptor, tls) = match material {
+            Some(m) => (
+                Some(m.acceptor),
+                Some(TlsPaths {
+                    ca: m.ca_pem,
+                    client_cert: m.client_cert_pem,
+                    client_key: m.client_key_pem,
+                }),
+            ),
+            None => (None, None),
+        };
+        tokio::spawn(server::serve(
+            listener,
+            shared.clone(),
+            shutdown.clone(),
+            acceptor,
+        ));
         Ok(FakeGitlab {
-            inner: Arc::new(Inner { shared, shutdown }),
+            inner: Arc::new(Inner {
+                shared,
+                shutdown,
+                tls,
+            }),
         })
     }
 
@@ -67,9 +116,41 @@ impl FakeGitlab {
         &self.inner.shared
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` for [`start_tls`](Self::start_tls)
+    /// (no trailing slash).
     pub fn url(&self) -> String {
         self.shared().base_url.clone()
+    }
+
+    /// PEM of the CA that issued the HTTPS server's certificate; `None` for plain HTTP.
+    pub fn ca_pem_path(&self) -> Option<&Path> {
+        self.inner.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// PEM of the client certificate the server accepts; `None` unless started with
+    /// [`TlsOptions::require_client_cert`].
+    pub fn client_cert_pem_path(&self) -> Option<&Path> {
+        self.inner.tls.as_ref()?.client_cert.as_deref()
+    }
+
+    /// PEM (PKCS#8) of the client certificate's key; `None` unless started with
+    /// [`TlsOptions::require_client_cert`].
+    pub fn client_key_pem_path(&self) -> Option<&Path> {
+        self.inner.tls.as_ref()?.client_key.as_deref()
+    }
+
+    /// Why TLS handshakes failed so far (rustls' messages, e.g. a client without certificate
+    /// or one that does not trust the CA), in order. Empty for plain HTTP.
+    pub fn tls_handshake_errors(&self) -> Vec<String> {
+        self.shared().read(|st| st.tls_handshake_errors.clone())
+    }
+
+    /// Wait until at least one TLS handshake failed; returns the first reason.
+    pub async fn wait_tls_handshake_error(&self, timeout: Duration) -> anyhow::Result<String> {
+        self.shared()
+            .wait_until(timeout, |st| st.tls_handshake_errors.first().cloned())
+            .await
+            .with_context(|| format!("no TLS handshake failed within {timeout:?}"))
     }
 
     /// Stop accepting and close every connection.

@@ -26,15 +26,19 @@
 #![allow(clippy::result_large_err)]
 
 mod artifacts;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod faults;
 mod git;
 mod handle;
 mod jobs;
 mod payload;
 mod runners;
+pub mod s3;
 mod server;
 mod spec;
 mod state;
+mod tls;
 mod trace;
 mod types;
 mod util;
@@ -42,6 +46,7 @@ mod wait;
 
 pub use handle::FakeGitlab;
 pub use spec::JobSpec;
+pub use tls::TlsOptions;
 pub use types::{
     Endpoint, Fault, JobSnapshot, JobState, RequestRecord, RunnerRecord, StoredArtifact,
 };

@@ -89,6 +89,11 @@ fn refspecs(job: &Job) -> Vec<String> {
     out
 }
 
+/// `http` or `https`, from the server's base URL.
+fn scheme_of(base_url: &str) -> &str {
+    base_url.split_once("://").map_or("http", |(s, _)| s)
+}
+
 /// Predefined `CI_*` variables, then the job's own.
 fn variables(
     srv: &Server<'_>,
@@ -127,7 +132,7 @@ fn variables(
         var("CI_SERVER_URL", srv.base_url),
         var("CI_SERVER_HOST", host),
         var("CI_SERVER_PORT", srv.port.to_string()),
-        var("CI_SERVER_PROTOCOL", "http"),
+        var("CI_SERVER_PROTOCOL", scheme_of(srv.base_url)),
         var("CI_SERVER_FQDN", format!("{host}:{}", srv.port)),
         var("CI_SERVER_NAME", "GitLab"),
         var("CI_SERVER_VERSION", SERVER_VERSION),
@@ -193,9 +198,13 @@ pub(crate) fn build(
     runner: &RunnerRecord,
     dependencies: Vec<Value>,
 ) -> Value {
-    let host_port = srv.base_url.trim_start_matches("http://");
+    let scheme = scheme_of(srv.base_url);
+    let host_port = srv
+        .base_url
+        .split_once("://")
+        .map_or(srv.base_url, |(_, rest)| rest);
     let repo_url = format!(
-        "http://gitlab-ci-token:{}@{host_port}/{}.git",
+        "{scheme}://gitlab-ci-token:{}@{host_port}/{}.git",
         job.token, project.path
     );
     let timeout = effective_timeout(job, runner);

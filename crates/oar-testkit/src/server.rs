@@ -2,7 +2,9 @@
 //! that records every request and applies injected faults, and the axum router behind it.
 //!
 //! Connections are served by hand (not `axum::serve`) so that a [`Fault::Reset`] can drop one
-//! connection with `SO_LINGER 0`, i.e. an RST and no response at all.
+//! connection with `SO_LINGER 0`, i.e. an RST and no response at all. In HTTPS mode each
+//! connection first goes through the TLS handshake; a reset then drops the TCP connection
+//! under the TLS stream the same way.
 //!
 //! [`Fault::Reset`]: crate::Fault::Reset
 
@@ -19,8 +21,10 @@ use axum::routing::{delete, get, patch, post, put};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -58,8 +62,16 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Accept connections until `shutdown` fires.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accept connections until `shutdown` fires; with `tls`, every connection speaks HTTPS.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) {
     let router = router(shared.clone());
     loop {
         let accepted = tokio::select! {
@@ -68,7 +80,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
         };
         match accepted {
             Ok((stream, _)) => {
-                let conn = serve_conn(stream, shared.clone(), router.clone(), shutdown.clone());
+                let conn = serve_conn(
+                    stream,
+                    shared.clone(),
+                    router.clone(),
+                    shutdown.clone(),
+                    tls.clone(),
+                );
                 tokio::spawn(conn);
             }
             Err(e) => {
@@ -84,6 +102,7 @@ async fn serve_conn(
     shared: Arc<Shared>,
     router: Router,
     shutdown: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     // A second descriptor of the same socket, to set SO_LINGER 0 when resetting.
     let (stream, dup) = match stream.into_std() {
@@ -97,6 +116,49 @@ async fn serve_conn(
         Err(_) => return,
     };
     let kill = CancellationToken::new();
+    match tls {
+        None => serve_http(stream, shared, router, &kill, &shutdown).await,
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+                () = shutdown.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(tls_stream)) => {
+                    serve_http(tls_stream, shared, router, &kill, &shutdown).await;
+                }
+                Ok(Err(e)) => tls_failed(&shared, e.to_string()),
+                Err(_) => tls_failed(&shared, "handshake timed out".into()),
+            }
+        }
+    }
+    if kill.is_cancelled()
+        && let Some(dup) = &dup
+    {
+        let _ = socket2::SockRef::from(dup).set_linger(Some(Duration::ZERO));
+    }
+    // The stream was dropped by `serve_http` (closing its descriptor), now `dup`: the last
+    // close sends the RST.
+    drop(dup);
+}
+
+/// A failed TLS handshake: logged and kept for [`crate::FakeGitlab::tls_handshake_errors`].
+fn tls_failed(shared: &Shared, error: String) {
+    tracing::info!(%error, "TLS handshake failed");
+    shared.write(|st| st.tls_handshake_errors.push(error));
+}
+
+/// Serve HTTP/1.1 on `io` until the connection ends, `kill` fires (a reset fault) or the server
+/// shuts down. `io` is dropped on return.
+async fn serve_http<I>(
+    io: I,
+    shared: Arc<Shared>,
+    router: Router,
+    kill: &CancellationToken,
+    shutdown: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = {
         let kill = kill.clone();
         service_fn(move |req: Request<Incoming>| {
@@ -105,18 +167,12 @@ async fn serve_conn(
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.header_read_timeout(None::<Duration>);
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::select! {
         _ = conn => {}
-        () = kill.cancelled() => {
-            if let Some(dup) = &dup {
-                let _ = socket2::SockRef::from(dup).set_linger(Some(Duration::ZERO));
-            }
-        }
+        () = kill.cancelled() => {}
         () = shutdown.cancelled() => {}
     }
-    // `conn` is dropped here (closing its descriptor), then `dup`: the last close sends the RST.
-    drop(dup);
 }
 
 /// Which endpoint a request targets.

@@ -136,6 +136,8 @@ pub(crate) struct State {
     pub faults: Vec<Fault>,
     pub requests: Vec<RequestRecord>,
     pub violations: Vec<String>,
+    /// Why TLS handshakes failed (HTTPS mode), in order.
+    pub tls_handshake_errors: Vec<String>,
     /// CI/CD job token allowlist: (target project, project whose job tokens may read it).
     pub job_token_allowlist: HashSet<(String, String)>,
     /// Current `X-GitLab-Last-Update` value; changes whenever the queue changes.
@@ -157,6 +159,7 @@ impl State {
             faults: Vec::new(),
             requests: Vec::new(),
             violations: Vec::new(),
+            tls_handshake_errors: Vec::new(),
             job_token_allowlist: HashSet::new(),
             queue_value: util::random_hex(32),
             next_runner_id: 1,
@@ -213,7 +216,7 @@ impl State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` in HTTPS mode).
     pub base_url: String,
     /// Listening port.
     pub port: u16,
@@ -228,12 +231,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(port: u16, root: tempfile::TempDir, http_backend: PathBuf) -> Self {
+    /// `scheme` is `http` or `https`.
+    pub fn new(port: u16, scheme: &str, root: tempfile::TempDir, http_backend: PathBuf) -> Self {
         let (changed, _) = watch::channel(0);
         Shared {
             state: Mutex::new(State::new()),
             changed,
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             repos: root.path().join("repos"),
             work: root.path().join("work"),

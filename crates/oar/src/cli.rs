@@ -112,7 +112,9 @@ pub struct RegisterArgs {
     #[arg(short = 'r', long = "registration-token", env = "REGISTRATION_TOKEN")]
     pub registration_token: Option<String>,
     /// Read the runner authentication token from this file (e.g. a mounted Secret), so it
-    /// never appears in a process list or a pod's environment.
+    /// never appears in a process list or a pod's environment. Given together with
+    /// --registration-token-file, whichever file holds a token is used (this one first): a
+    /// missing or empty file is skipped.
     #[arg(
         long = "token-file",
         env = "CI_SERVER_TOKEN_FILE",
@@ -188,6 +190,38 @@ pub struct RegisterArgs {
     /// Default job image.
     #[arg(long = "kubernetes-image", env = "KUBERNETES_IMAGE")]
     pub kubernetes_image: Option<String>,
+    /// Helper image of job pods (`helper_image`).
+    #[arg(long = "kubernetes-helper-image", env = "KUBERNETES_HELPER_IMAGE")]
+    pub kubernetes_helper_image: Option<String>,
+    /// S3 cache access key, written as `AccessKey` into `[runners.cache.s3]` (merged with the
+    /// template's table); needs the secret key too.
+    #[arg(
+        long = "cache-s3-access-key",
+        env = "CACHE_S3_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub cache_s3_access_key: Option<String>,
+    /// S3 cache secret key (`SecretKey` of `[runners.cache.s3]`).
+    #[arg(
+        long = "cache-s3-secret-key",
+        env = "CACHE_S3_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub cache_s3_secret_key: Option<String>,
+    /// Read the S3 cache access key from this file (e.g. a mounted Secret).
+    #[arg(
+        long = "cache-s3-access-key-file",
+        env = "CACHE_S3_ACCESS_KEY_FILE",
+        conflicts_with = "cache_s3_access_key"
+    )]
+    pub cache_s3_access_key_file: Option<PathBuf>,
+    /// Read the S3 cache secret key from this file.
+    #[arg(
+        long = "cache-s3-secret-key-file",
+        env = "CACHE_S3_SECRET_KEY_FILE",
+        conflicts_with = "cache_s3_secret_key"
+    )]
+    pub cache_s3_secret_key_file: Option<PathBuf>,
 }
 
 /// `verify` flags.

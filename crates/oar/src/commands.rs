@@ -60,16 +60,22 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         if shell.is_empty() { "bash" } else { &shell },
     );
     let name = a.name.clone().unwrap_or_else(hostname);
-    let token = match (&a.token, &a.token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(read_token_file(f, "--token-file")?),
-        (None, None) => None,
-    };
-    let registration_token = match (&a.registration_token, &a.registration_token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(read_token_file(f, "--registration-token-file")?),
-        (None, None) => None,
-    };
+    let (token, registration_token) = tokens(&a)?;
+    let cache_access_key = secret_arg(
+        &a.cache_s3_access_key,
+        &a.cache_s3_access_key_file,
+        "--cache-s3-access-key-file",
+    )?;
+    let cache_secret_key = secret_arg(
+        &a.cache_s3_secret_key,
+        &a.cache_s3_secret_key_file,
+        "--cache-s3-secret-key-file",
+    )?;
+    if cache_access_key.is_some() != cache_secret_key.is_some() {
+        bail!(
+            "--cache-s3-access-key and --cache-s3-secret-key (CACHE_S3_ACCESS_KEY / CACHE_S3_SECRET_KEY, or their -file forms) go together"
+        );
+    }
     let template = match &a.template_config {
         Some(p) => Some(
             ConfigDocument::open(p)
@@ -129,7 +135,24 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("--token (a glrt- runner token) or --registration-token is required"),
     };
-    let mut doc = ConfigDocument::open_or_default(&a.config.config)?;
+    // A new config.toml made from a template starts from the template's globals
+    // (concurrent, check_interval, ...), not from the defaults of a new file.
+    let mut doc = if template.is_some() && !a.config.config.exists() {
+        ConfigDocument::parse("", &a.config.config)?
+    } else {
+        ConfigDocument::open_or_default(&a.config.config)?
+    };
+    // The same runner (token and URL) is listed once: registering again, as a restarted
+    // init container does, replaces its entry.
+    let same_url = |u: &str| u.trim_end_matches('/') == url.trim_end_matches('/');
+    let replaced = doc
+        .remove_runners(|r| r.token.expose_secret() == details.token.expose() && same_url(&r.url));
+    if replaced > 0 {
+        println!(
+            "Replacing the entry of this runner already in {}",
+            a.config.config.display()
+        );
+    }
     let mut new = NewRunner::new(
         name.clone(),
         url,
@@ -148,10 +171,13 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
     new.cache_dir = a.cache_dir.clone();
     new.environment = a.env.clone();
     new.shell = a.shell.clone();
+    new.cache_s3_access_key = cache_access_key.map(SecretString::from);
+    new.cache_s3_secret_key = cache_secret_key.map(SecretString::from);
     if executor == oar_config::Executor::Kubernetes {
         new.kubernetes = Some(NewKubernetes {
             namespace: a.kubernetes_namespace.clone(),
             image: a.kubernetes_image.clone(),
+            helper_image: a.kubernetes_helper_image.clone(),
             ..NewKubernetes::default()
         });
     }
@@ -179,15 +205,75 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A token from a file: surrounding whitespace (a trailing newline) removed, never empty.
-fn read_token_file(path: &Path, flag: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{flag} {}: cannot read the token", path.display()))?;
+/// The runner token and the legacy registration token, from flags, environment or files.
+///
+/// A token source that is given but yields nothing (a missing or empty file) is an error,
+/// unless the other kind of token is there: the Helm chart mounts a Secret with both keys,
+/// one of them usually empty, and passes both files. A `glrt-` token given as the
+/// registration token is used as the runner token, as GitLab Runner does.
+fn tokens(a: &RegisterArgs) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => Some(Ok(t.clone())),
+        (None, Some(f)) => Some(read_token_file(f, "--token-file")?),
+        (None, None) => None,
+    };
+    let registration = match (&a.registration_token, &a.registration_token_file) {
+        (Some(t), _) => Some(Ok(t.clone())),
+        (None, Some(f)) => Some(read_token_file(f, "--registration-token-file")?),
+        (None, None) => None,
+    };
+    let (token, registration) = match (token, registration) {
+        (Some(Ok(t)), _) => (Some(t), None),
+        (None | Some(Err(_)), Some(Ok(r))) => (None, Some(r)),
+        (Some(Err(why)), Some(Err(other))) => bail!("no token: {why}, and {other}"),
+        (Some(Err(why)), None) | (None, Some(Err(why))) => bail!("{why}"),
+        (None, None) => (None, None),
+    };
+    Ok(match (token, registration) {
+        (None, Some(r)) if r.starts_with("glrt-") => {
+            tracing::warn!(
+                "the registration token is a runner authentication token (glrt-): verifying it instead of registering"
+            );
+            (Some(r), None)
+        }
+        other => other,
+    })
+}
+
+/// A token from a file: surrounding whitespace (a trailing newline) removed. `Ok(Err(why))`
+/// when the file is missing or empty; an error when it cannot be read.
+fn read_token_file(path: &Path, flag: &str) -> anyhow::Result<Result<String, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Err(format!("{flag} {}: no such file", path.display())));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("{flag} {}: cannot read the token", path.display())));
+        }
+    };
     let token = text.trim();
     if token.is_empty() {
-        bail!("{flag} {}: the file is empty", path.display());
+        return Ok(Err(format!("{flag} {}: the file is empty", path.display())));
     }
-    Ok(token.to_string())
+    Ok(Ok(token.to_string()))
+}
+
+/// A secret from its flag (or environment variable) or from its file, which must not be empty.
+fn secret_arg(
+    value: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+    flag: &str,
+) -> anyhow::Result<Option<String>> {
+    match (value, file) {
+        (Some(v), _) => Ok(Some(v.clone())),
+        (None, Some(f)) => match read_token_file(f, flag)? {
+            Ok(v) => Ok(Some(v)),
+            Err(why) => bail!("{why}"),
+        },
+        (None, None) => Ok(None),
+    }
 }
 
 fn hostname() -> String {
@@ -228,7 +314,7 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 );
                 invalid.push(r.token.expose_secret().to_string());
             }
-            Err(e) => bail!("runner {:?}: {e}", r.name),
+            Err(e) => bail!("runner {:?}: {}", r.name, crate::manager::error_chain(&e)),
         }
     }
     if a.delete && !invalid.is_empty() {
@@ -271,12 +357,23 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
     }
     let mut removed = Vec::new();
     let mut failed = 0;
+    // The loaded runners carry the TLS settings (tls-ca-file etc.) to reach GitLab with.
+    let loaded = oar_config::load(&a.config.config).ok();
     for r in &selected {
-        let client = Client::new(&ClientConfig {
-            url: r.url.clone(),
-            version: VERSION.into(),
-            ..ClientConfig::default()
-        })?;
+        let configured = loaded.as_ref().and_then(|l| {
+            l.config
+                .runners
+                .iter()
+                .find(|c| c.token.expose_secret() == r.token.expose_secret() && c.name == r.name)
+        });
+        let client = match configured {
+            Some(c) => client_for(c, VERSION)?,
+            None => Client::new(&ClientConfig {
+                url: r.url.clone(),
+                version: VERSION.into(),
+                ..ClientConfig::default()
+            })?,
+        };
         match client
             .unregister_runner(&Token::new(r.token.expose_secret()))
             .await
@@ -289,7 +386,11 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
                 removed.push(r.token.expose_secret().to_string());
             }
             Err(e) => {
-                eprintln!("Unregistering runner {:?} failed: {e}", r.name);
+                eprintln!(
+                    "Unregistering runner {:?} failed: {}",
+                    r.name,
+                    crate::manager::error_chain(&e)
+                );
                 failed += 1;
             }
         }
@@ -391,6 +492,7 @@ pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()
         working_dir: std::env::current_dir().context("no working directory")?,
         metrics,
         reporter: ReporterConfig::default(),
+        iam: crate::cache::IamProviders::default(),
     };
     let shutdown = CancellationToken::new();
     let mut signals = crate::signals::Signals::new()?;
@@ -451,7 +553,9 @@ pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()
                     JobRequestOutcome::NoJob => {}
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "job request failed"),
+            Err(e) => {
+                tracing::warn!(error = %crate::manager::error_chain(&e), "job request failed")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(a.check_interval.max(1))) => {}

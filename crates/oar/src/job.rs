@@ -1,12 +1,13 @@
 //! Running one job taken from GitLab: acknowledge, drive, stream, report.
 
 use crate::metrics::Metrics;
-use oar_config::{ExposeSecret, RunnerConfig};
+use oar_config::{ExposeSecret, RunnerConfig, SecretString};
 use oar_gitlab::{Client, JobResponse, Token, VersionInfo};
+use oar_job::JobError;
 use oar_job::report::{Reporter, ReporterConfig};
 use oar_job::{
-    Driver, FailureReason, JobContext, JobControl, JobOutcome, JobSettings, StageObserver,
-    TraceLog, TraceLogOptions,
+    ArtifactStore, Driver, FailureReason, JobContext, JobControl, JobFiles, JobOutcome,
+    JobSettings, StageObserver, TraceLog, TraceLogOptions,
 };
 use oar_shell::{Shell, ShellRunner};
 use std::path::Path;
@@ -29,6 +30,8 @@ pub struct JobEnv {
     pub metrics: Metrics,
     /// Streamer timings.
     pub reporter: ReporterConfig,
+    /// IAM credentials for the distributed cache, shared by jobs.
+    pub iam: crate::cache::IamProviders,
 }
 
 struct MetricsObserver {
@@ -51,14 +54,40 @@ fn dir_or(configured: Option<&Path>, working: &Path, default: &str) -> String {
     p.display().to_string()
 }
 
-/// Job settings from a runner's configuration.
-pub fn settings(
+/// Reads one of the runner's TLS files (`tls-ca-file` etc.) for a job; the error names the
+/// setting and the file.
+async fn read_tls_file(setting: &str, path: Option<&Path>) -> Result<Option<String>, JobError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    // PEM is ASCII; stray bytes in comments must not fail the job.
+    tokio::fs::read(path)
+        .await
+        .map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
+        .map_err(|e| JobError::Config(format!("cannot read {setting} {}: {e}", path.display())))
+}
+
+/// Job settings from a runner's configuration. The runner's TLS files are read here: their
+/// text becomes the job's `CI_SERVER_TLS_*` file variables, so that git trusts the same CA and
+/// presents the same client certificate as the runner; a file that cannot be read fails the
+/// job with an error naming it.
+pub async fn settings(
     runner: &RunnerConfig,
     env: &JobEnv,
     slot: usize,
     project_slot: usize,
-) -> JobSettings {
-    JobSettings {
+) -> Result<JobSettings, JobError> {
+    let tls_ca_pem = read_tls_file("tls-ca-file", runner.tls_ca_file.as_deref()).await?;
+    let (tls_cert_pem, tls_key_pem) = match (&runner.tls_cert_file, &runner.tls_key_file) {
+        (Some(cert), Some(key)) => (
+            read_tls_file("tls-cert-file", Some(cert)).await?,
+            read_tls_file("tls-key-file", Some(key))
+                .await?
+                .map(SecretString::from),
+        ),
+        _ => (None, None),
+    };
+    Ok(JobSettings {
         runner_name: runner.name.clone(),
         short_token: runner.short_token().to_string(),
         system_id: env.system_id.clone(),
@@ -84,7 +113,10 @@ pub fn settings(
         feature_flags: runner.feature_flags.clone(),
         custom_build_dir_enabled: runner.custom_build_dir_enabled.unwrap_or(false),
         debug_trace_disabled: runner.debug_trace_disabled,
-    }
+        tls_ca_pem,
+        tls_cert_pem,
+        tls_key_pem,
+    })
 }
 
 /// A job payload that could not be read: fail it in GitLab with the reason in its log.
@@ -168,7 +200,10 @@ pub async fn run(
             (reporter.clone(), log.clone(), control.clone(), done.clone());
         tokio::spawn(async move { reporter.stream(log, control, done).await })
     };
-    let outcome = match JobContext::new(job, settings(runner, env, slot, slot)) {
+    let outcome = match settings(runner, env, slot, slot)
+        .await
+        .and_then(|s| JobContext::new(job, s))
+    {
         Err(e) => {
             log.write(format!("\x1b[31;1mERROR: {e}\x1b[0;m\n").as_bytes());
             JobOutcome::failed(FailureReason::RunnerConfigurationError, None, e.to_string())
@@ -191,7 +226,20 @@ pub async fn run(
                         metrics: env.metrics.clone(),
                         runner: runner.name.clone(),
                     };
-                    Driver::new(&ctx, &executor, &log, control.clone(), &observer)
+                    let (cache_urls, warnings) =
+                        crate::cache::urls_for_job(&env.iam, runner, &ctx).await;
+                    for w in warnings {
+                        log.write(format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n").as_bytes());
+                    }
+                    let files = JobFiles {
+                        artifacts: ArtifactStore::Gitlab(env.client.clone()),
+                        cache_urls,
+                        cache_max_upload_size: runner
+                            .cache
+                            .as_ref()
+                            .and_then(|c| c.max_uploaded_archive_size),
+                    };
+                    Driver::new(&ctx, &executor, &log, control.clone(), &observer, &files)
                         .run()
                         .await
                 }

@@ -1,5 +1,6 @@
 //! `oar`: the Oar manager binary.
 
+mod cache;
 mod cli;
 mod commands;
 mod http;

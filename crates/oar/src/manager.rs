@@ -65,6 +65,23 @@ pub fn client_for(runner: &RunnerConfig, version: &str) -> anyhow::Result<Client
     .with_context(|| format!("runner {:?}: cannot set up the GitLab client", runner.name))
 }
 
+/// An error with all its causes (`a: b: c`), so that a log line says why, e.g. which
+/// certificate problem made a request to GitLab fail.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// The `info` object for a runner.
 pub fn info_for(runner: &RunnerConfig, version: &str, revision: &str) -> VersionInfo {
     let shell = match runner.shell {
@@ -85,6 +102,7 @@ struct Shared {
     jobs: TaskTracker,
     drain: CancellationToken,
     interrupt: CancellationToken,
+    iam: crate::cache::IamProviders,
 }
 
 impl Shared {
@@ -128,6 +146,7 @@ fn start_workers(
             working_dir: shared.opts.working_dir.clone(),
             metrics: shared.metrics.clone(),
             reporter: ReporterConfig::default(),
+            iam: shared.iam.clone(),
         };
         shared
             .metrics
@@ -238,7 +257,7 @@ impl Worker {
                 Err(e) => {
                     drop((global, local));
                     failures += 1;
-                    tracing::warn!(runner = %self.runner.name, error = %e, "job request failed");
+                    tracing::warn!(runner = %self.runner.name, error = %error_chain(&e), "job request failed");
                     let wait = if failures >= self.runner.unhealthy_requests_limit.max(1) {
                         tracing::error!(
                             runner = %self.runner.name,
@@ -293,6 +312,7 @@ pub async fn run(
         system_id,
         global: Slots::new(config.concurrent as usize),
         runner_slots: Mutex::new(HashMap::new()),
+        iam: crate::cache::IamProviders::default(),
         jobs: TaskTracker::new(),
         drain: CancellationToken::new(),
         interrupt: CancellationToken::new(),

@@ -272,3 +272,151 @@ async fn register_from_token_files_and_a_template_as_the_chart_does() {
         "{err}"
     );
 }
+
+/// The chart's register init container, in full: the Secret mounted with both token keys (one
+/// empty, or missing in a user's own Secret), the S3 cache keys from `runners.cache.secretName`
+/// as files, the helper image as a flag, and a template whose globals start the new file. A
+/// restarted init container replaces its runner instead of listing it twice.
+#[tokio::test]
+async fn register_as_the_chart_does_with_cache_keys_and_one_empty_token() {
+    let f = Fixture::new().await;
+    f.gl.add_registration_token("GR1348941legacyRegToken");
+    let secrets = f.dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("cache")).unwrap();
+    std::fs::write(
+        secrets.join("runner-token"),
+        format!("{}\n", common::RUNNER_TOKEN),
+    )
+    .unwrap();
+    std::fs::write(secrets.join("runner-registration-token"), "").unwrap();
+    std::fs::write(secrets.join("legacy-only"), "GR1348941legacyRegToken").unwrap();
+    std::fs::write(secrets.join("cache/accesskey"), "AKIAEXAMPLE\n").unwrap();
+    std::fs::write(secrets.join("cache/secretkey"), "s3cr3t/key+x\n").unwrap();
+    let template = f.dir.path().join("config.template.toml");
+    std::fs::write(
+        &template,
+        "concurrent = 7\ncheck_interval = 5\nshutdown_timeout = 30\n\n[[runners]]\n  [runners.kubernetes]\n    namespace = \"ci\"\n  [runners.cache]\n    Type = \"s3\"\n    Shared = true\n    [runners.cache.s3]\n      ServerAddress = \"s3.example.com\"\n      BucketName = \"ci-cache\"\n",
+    )
+    .unwrap();
+    let cfg = f.dir.path().join("etc-oar").join("config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let register = |cfg: &std::path::Path, token_file: &str, registration_file: &str| {
+        let mut c = f.oar();
+        c.env_remove("CACHE_S3_ACCESS_KEY")
+            .env_remove("CACHE_S3_SECRET_KEY")
+            .args(["register", "--non-interactive"])
+            .arg(format!("--config={}", cfg.display()))
+            .arg(format!("--template-config={}", template.display()))
+            .args([&format!("--url={}", f.gl.url()), "--executor=kubernetes"])
+            .arg(format!(
+                "--token-file={}",
+                secrets.join(token_file).display()
+            ))
+            .arg(format!(
+                "--registration-token-file={}",
+                secrets.join(registration_file).display()
+            ))
+            .arg("--kubernetes-helper-image=registry.example.invalid/oar/oar-helper:v0.1.0");
+        c
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let with_files = |mut c: tokio::process::Command| {
+        c.arg(format!(
+            "--cache-s3-access-key-file={}",
+            secrets.join("cache/accesskey").display()
+        ))
+        .arg(format!(
+            "--cache-s3-secret-key-file={}",
+            secrets.join("cache/secretkey").display()
+        ));
+        c
+    };
+
+    // glrt- token, empty registration token: verified, not registered.
+    ok(
+        with_files(register(&cfg, "runner-token", "runner-registration-token"))
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(f.gl.requests_to(Endpoint::RegisterRunner).is_empty());
+    assert_eq!(f.gl.requests_to(Endpoint::VerifyRunner).len(), 1);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // The new file takes the template's globals.
+    assert!(text.contains("concurrent = 7"), "{text}");
+    assert!(text.contains("check_interval = 5"), "{text}");
+    assert!(!text.contains("concurrent = 1"), "{text}");
+    assert!(
+        text.contains("helper_image = \"registry.example.invalid/oar/oar-helper:v0.1.0\""),
+        "{text}"
+    );
+    assert!(text.contains("namespace = \"ci\""), "{text}");
+    assert_eq!(text.matches("[runners.cache.s3]").count(), 1, "{text}");
+    for line in [
+        "ServerAddress = \"s3.example.com\"",
+        "BucketName = \"ci-cache\"",
+        "AccessKey = \"AKIAEXAMPLE\"",
+        "SecretKey = \"s3cr3t/key+x\"",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+
+    // The init container runs again in the same pod: still one runner.
+    ok(
+        with_files(register(&cfg, "runner-token", "runner-registration-token"))
+            .output()
+            .await
+            .unwrap(),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(text.matches("[[runners]]").count(), 1, "{text}");
+
+    // A user's Secret with only the registration key (runner-token missing): it registers.
+    let legacy = f.dir.path().join("legacy").join("config.toml");
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    ok(register(&legacy, "no-such-key", "legacy-only")
+        .env("CACHE_S3_ACCESS_KEY", "AKIAFROMENV")
+        .env("CACHE_S3_SECRET_KEY", "from-env")
+        .output()
+        .await
+        .unwrap());
+    assert_eq!(f.gl.requests_to(Endpoint::RegisterRunner).len(), 1);
+    let text = std::fs::read_to_string(&legacy).unwrap();
+    assert!(text.contains("AccessKey = \"AKIAFROMENV\""), "{text}");
+    assert!(text.contains("SecretKey = \"from-env\""), "{text}");
+
+    // Neither file holds a token: both are named.
+    let none = f.dir.path().join("none").join("config.toml");
+    let out = register(&none, "no-such-key", "runner-registration-token")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("no such file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--registration-token-file") && err.contains("empty"),
+        "{err}"
+    );
+
+    // One cache key without the other is refused before any call to GitLab.
+    let verified = f.gl.requests_to(Endpoint::VerifyRunner).len();
+    let out = register(&none, "runner-token", "runner-registration-token")
+        .env("CACHE_S3_ACCESS_KEY", "AKIAONLY")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cache-s3-secret-key"), "{err}");
+    assert_eq!(f.gl.requests_to(Endpoint::VerifyRunner).len(), verified);
+}

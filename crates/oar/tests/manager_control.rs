@@ -50,11 +50,13 @@ async fn a_second_signal_interrupts_running_jobs_at_once() {
     let f = Fixture::new().await;
     f.write_config("concurrent = 1\nshutdown_timeout = 3600", "");
     let id = f.gl.enqueue_job(ticking_job());
-    let mut child = f.spawn_run(&[]);
+    let (mut child, mut log) = spawn_logged(&f);
     f.gl.wait_trace_contains(id, "tick 3", common::JOB_WAIT)
         .await
         .unwrap();
     signal(&child, Signal::SIGTERM);
+    // Two signals sent back to back may arrive as one: send the second once the first is seen.
+    wait_log(&mut log, "stopping: no new jobs").await;
     signal(&child, Signal::SIGTERM);
     // With a shutdown_timeout of an hour, only the second signal can end it this soon.
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

@@ -8,6 +8,7 @@ use time::{OffsetDateTime, UtcOffset};
 use toml_edit::{Array, Datetime, Item, Table, Value};
 
 use crate::kubernetes::PullPolicy;
+use crate::locate::fold_key;
 use crate::runner::Executor;
 
 /// Indentation of keys inside `[[runners]]`, as GitLab Runner writes them.
@@ -57,6 +58,12 @@ pub struct NewRunner {
     /// `[runners.kubernetes]`; written for the kubernetes executor (an empty table when
     /// `None`).
     pub kubernetes: Option<NewKubernetes>,
+    /// `AccessKey` of `[runners.cache.s3]`: static credentials of the S3 cache (given with
+    /// [`cache_s3_secret_key`](Self::cache_s3_secret_key)). With a template they are merged
+    /// into its `[runners.cache.s3]` table, replacing keys of the same name in any case.
+    pub cache_s3_access_key: Option<SecretString>,
+    /// `SecretKey` of `[runners.cache.s3]`.
+    pub cache_s3_secret_key: Option<SecretString>,
 }
 
 impl NewRunner {
@@ -87,6 +94,8 @@ impl NewRunner {
             environment: Vec::new(),
             shell: None,
             kubernetes: None,
+            cache_s3_access_key: None,
+            cache_s3_secret_key: None,
         }
     }
 }
@@ -205,7 +214,107 @@ pub(super) fn runner_table(runner: &NewRunner) -> Result<Table, String> {
         );
         table.insert("kubernetes", Item::Table(k8s));
     }
+    write_cache_credentials(&mut table, runner);
     Ok(table)
+}
+
+/// Whether `runner` carries S3 cache credentials.
+pub(super) fn has_cache_credentials(runner: &NewRunner) -> bool {
+    runner.cache_s3_access_key.is_some() || runner.cache_s3_secret_key.is_some()
+}
+
+/// Writes `runner`'s S3 cache credentials into `[runners.cache.s3]` of `table` (a
+/// `[[runners]]` table), creating the tables as needed and keeping their other keys. The
+/// cache tables are read case-insensitively (`s3`, `S3`; `AccessKey`, `access_key`), so
+/// an existing key of either name is replaced rather than duplicated.
+pub(super) fn write_cache_credentials(table: &mut Table, runner: &NewRunner) {
+    if !has_cache_credentials(runner) {
+        return;
+    }
+    let cache_indents = (RUNNER_INDENT, SUBTABLE_INDENT);
+    with_child_table(
+        table,
+        "cache",
+        |k| k == "cache",
+        cache_indents,
+        |cache| {
+            let s3_indents = (SUBTABLE_INDENT, CACHE_S3_INDENT);
+            with_child_table(
+                cache,
+                "s3",
+                |k| fold_key(k) == "s3",
+                s3_indents,
+                |s3| {
+                    for (key, value) in [
+                        ("AccessKey", &runner.cache_s3_access_key),
+                        ("SecretKey", &runner.cache_s3_secret_key),
+                    ] {
+                        let Some(value) = value else { continue };
+                        let folded = fold_key(key);
+                        let same: Vec<String> = s3
+                            .iter()
+                            .map(|(k, _)| k.to_owned())
+                            .filter(|k| fold_key(k) == folded)
+                            .collect();
+                        for k in same {
+                            s3.remove(&k);
+                        }
+                        s3.insert(key, Item::Value(Value::from(value.expose_secret())));
+                        indent_key(s3, key, CACHE_S3_INDENT);
+                    }
+                },
+            );
+        },
+    );
+}
+
+/// Indentation of keys inside `[runners.cache.s3]`.
+const CACHE_S3_INDENT: &str = "      ";
+
+/// Runs `edit` on the sub-table of `parent` whose key matches `is_key`, in place (an inline
+/// table becomes a table), or on a new one named `name`: implicit, so that only its
+/// sub-tables' headers show until it gets keys of its own. `indents`: of the table's header
+/// and of its keys.
+fn with_child_table(
+    parent: &mut Table,
+    name: &str,
+    is_key: impl Fn(&str) -> bool,
+    (header_indent, key_indent): (&str, &str),
+    edit: impl FnOnce(&mut Table),
+) {
+    let key = parent
+        .iter()
+        .map(|(k, _)| k.to_owned())
+        .find(|k| is_key(k))
+        .unwrap_or_else(|| name.to_owned());
+    let slot = parent.entry(&key).or_insert(Item::None);
+    let mut table = match std::mem::take(slot) {
+        Item::Table(t) => t,
+        Item::Value(Value::InlineTable(inline)) => {
+            let mut t = inline.into_table();
+            t.fmt();
+            t.decor_mut().set_prefix(header_indent);
+            let keys: Vec<String> = t.iter().map(|(k, _)| k.to_owned()).collect();
+            for k in keys {
+                indent_key(&mut t, &k, key_indent);
+            }
+            t
+        }
+        // Missing, or not a table at all (the loader would refuse that anyway).
+        _ => {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            t.decor_mut().set_prefix(header_indent);
+            t
+        }
+    };
+    edit(&mut table);
+    *slot = Item::Table(table);
+    // An inline table's key carried `key = ` spacing, which a header would show inside its
+    // brackets.
+    if let Some(mut k) = parent.key_mut(&key) {
+        k.leaf_decor_mut().clear();
+    }
 }
 
 fn kubernetes_table(k: &NewKubernetes) -> Table {

@@ -191,7 +191,7 @@ impl ConfigDocument {
     /// Appends `runner` on top of a template (`register --template-config`): global settings
     /// of `template` that this document lacks are copied, and the template's first
     /// `[[runners]]` table is the base of the new runner, with `runner`'s values winning
-    /// (tables such as `[runners.kubernetes]` are merged key by key).
+    /// (tables such as `[runners.kubernetes]` and `[runners.cache.s3]` are merged key by key).
     pub fn append_runner_with_template(
         &mut self,
         runner: &NewRunner,
@@ -207,11 +207,17 @@ impl ConfigDocument {
             .and_then(|a| a.get(0))
             .cloned()
             .unwrap_or_default();
-        let table = append::runner_table(runner).map_err(|message| ConfigError::Document {
+        let mut table = append::runner_table(runner).map_err(|message| ConfigError::Document {
             path: self.path.clone(),
             message,
         })?;
+        if append::has_cache_credentials(runner) {
+            // The cache tables match keys in any case: merged key by key below, so that
+            // the template's `[runners.cache.s3]` keeps its bucket and gets the keys.
+            table.remove("cache");
+        }
         merge_tables(&mut base, &table);
+        append::write_cache_credentials(&mut base, runner);
         base.set_implicit(false);
         // The template's tables carry their positions in the template; a copy placed in this
         // document must be laid out after the runner it belongs to.
@@ -366,14 +372,20 @@ fn replace_value(table: &mut Table, key: &str, mut value: Value) {
     }
 }
 
-/// Copies `from` into `into`; nested tables are merged, other values replaced.
+/// Copies `from` into `into`; nested tables are merged, other values replaced (keeping
+/// `from`'s key formatting, such as the indentation).
 fn merge_tables(into: &mut toml_edit::Table, from: &toml_edit::Table) {
     for (key, item) in from.iter() {
         match (into.get_mut(key), item) {
             (Some(Item::Table(existing)), Item::Table(new)) => merge_tables(existing, new),
-            _ => {
-                into.insert(key, item.clone());
-            }
+            _ => match from.key(key) {
+                Some(formatted) => {
+                    into.insert_formatted(formatted, item.clone());
+                }
+                None => {
+                    into.insert(key, item.clone());
+                }
+            },
         }
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use oar_testkit::{FakeGitlab, JobSnapshot};
+use oar_testkit::{FakeGitlab, JobSnapshot, TlsOptions};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,6 +23,18 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new() -> Fixture {
         let gl = FakeGitlab::start().await.expect("fake gitlab starts");
+        Self::with(gl)
+    }
+
+    /// A fixture whose FakeGitlab serves HTTPS (see [`FakeGitlab::start_tls`]).
+    pub async fn new_tls(options: TlsOptions) -> Fixture {
+        let gl = FakeGitlab::start_tls(options)
+            .await
+            .expect("fake gitlab starts");
+        Self::with(gl)
+    }
+
+    fn with(gl: FakeGitlab) -> Fixture {
         gl.add_runner(RUNNER_TOKEN);
         gl.set_trace_update_interval(1);
         Fixture {
@@ -50,10 +62,38 @@ impl Fixture {
         std::fs::write(self.config_path(), text).expect("write config");
     }
 
+    /// `runner_extra` TOML lines pointing the runner at the HTTPS FakeGitlab's CA and, with
+    /// `client_cert`, at its client certificate and key.
+    pub fn tls_config(&self, client_cert: bool) -> String {
+        let path = |p: Option<&std::path::Path>| {
+            p.expect("FakeGitlab serves HTTPS with these files")
+                .display()
+                .to_string()
+        };
+        let mut text = format!("  tls-ca-file = \"{}\"\n", path(self.gl.ca_pem_path()));
+        if client_cert {
+            text.push_str(&format!(
+                "  tls-cert-file = \"{}\"\n  tls-key-file = \"{}\"\n",
+                path(self.gl.client_cert_pem_path()),
+                path(self.gl.client_key_pem_path())
+            ));
+        }
+        text
+    }
+
     pub fn oar(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_oar"));
         c.current_dir(self.dir.path())
             .env("HOME", self.dir.path())
+            // A CA bundle set in the environment would win over the jobs' git settings.
+            .env_remove("GIT_SSL_CAINFO")
+            .env_remove("GIT_SSL_CAPATH")
+            .env_remove("GIT_SSL_CERT")
+            .env_remove("GIT_SSL_KEY")
+            // These are `oar register`'s defaults for --tls-*-file; tests pass what they mean.
+            .env_remove("CI_SERVER_TLS_CA_FILE")
+            .env_remove("CI_SERVER_TLS_CERT_FILE")
+            .env_remove("CI_SERVER_TLS_KEY_FILE")
             .kill_on_drop(true);
         c
     }
