@@ -452,6 +452,42 @@ fn entries_through_symlinks_are_refused() {
 }
 
 #[test]
+fn files_written_in_the_background_still_decide_deterministically() {
+    // A file of the archive is never a parent, even before a writer thread has created it.
+    for _ in 0..20 {
+        let c = Case::new();
+        let err = c.refuse(
+            &zst(tar_bytes(&[file(b"a", b"1"), file(b"a/b", b"2")])),
+            L,
+            &[],
+            &[],
+        );
+        assert!(
+            matches!(err, ArchiveError::NotADirectory { ref parent, .. } if parent == "a"),
+            "{err}"
+        );
+        assert_names(&err, "a/b");
+        assert_eq!(fs::read(c.target().join("a")).unwrap(), b"1");
+    }
+    // A symlink resolving through a path that a file entry of the archive replaces is judged
+    // against the file, whether or not it has been written yet.
+    for _ in 0..20 {
+        let c = Case::new();
+        fs::create_dir(c.target().join("sub")).unwrap();
+        std::os::unix::fs::symlink("sub", c.target().join("t")).unwrap();
+        let err = c.refuse(
+            &zst(tar_bytes(&[file(b"t", b"now a file"), link(b"s", b"t/..")])),
+            L,
+            &[],
+            &[],
+        );
+        assert!(matches!(err, ArchiveError::SymlinkEscape { .. }), "{err}");
+        assert_names(&err, "s");
+        assert_eq!(fs::read(c.target().join("t")).unwrap(), b"now a file");
+    }
+}
+
+#[test]
 fn zip_bomb_is_cut_at_the_byte_limit() {
     let limit = 10 << 20;
     let limits = Limits {

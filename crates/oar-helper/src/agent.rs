@@ -99,6 +99,9 @@ pub(crate) async fn run(a: AgentArgs, stop: CancellationToken) -> Result<()> {
         phrases,
         token_prefixes: job.features.token_mask_prefixes.clone(),
     });
+    for w in &payload.warnings {
+        log.write(format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n").as_bytes());
+    }
     let reporter = Reporter::new(
         client.clone(),
         job.id,

@@ -36,6 +36,10 @@ pub struct AgentPayload {
     /// Whether `CI_DEBUG_TRACE` is in effect (the runner allows it and the job asks).
     #[serde(default)]
     pub debug_trace: bool,
+    /// Warnings the manager found while preparing the job (pod builder, cache), for the
+    /// job log: the agent prints them first, since only it writes the trace.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// What the helper agent writes as its container's termination message, for the manager.

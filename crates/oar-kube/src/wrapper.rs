@@ -40,9 +40,12 @@
 //!   `error <id> busy`; an `<id>` that is not a [`StepId`] gets `error <id> bad-id`; a missing
 //!   output FIFO gets `error <id> no-output-fifo`. An `error` answer has no `done`.
 //! - `cancel <id> <grace-seconds>`: send `SIGTERM` to the step's whole process group, then
-//!   `SIGKILL` to it after the grace period if it still runs. Ignored unless `<id>` is the
-//!   running step (so a cancel racing with the step's end is harmless); a second cancel of the
-//!   same step is ignored. The step still ends with `done`.
+//!   `SIGKILL` to it after the grace period (whole seconds; 10 when missing or not a number).
+//!   Ignored unless `<id>` is the running step (so a cancel racing with the step's end is
+//!   harmless); a second cancel of the same step is ignored. The step still ends with `done`
+//!   (143 or 137, or its own code if it exits on its own). `SIGKILL` is sent even if the group
+//!   seems gone: a shell that traps `SIGTERM` runs the trap only after its foreground command,
+//!   and a child caught between `fork` and `exec` can miss the group's `SIGTERM`.
 //! - `exit`: the wrapper exits with code 0 (and with it the container). A running step is left
 //!   to the container runtime; the agent sends `exit` when no step runs.
 //!

@@ -476,12 +476,6 @@ fn single_runner(a: &RunSingleArgs) -> anyhow::Result<RunnerConfig> {
 /// `oar run-single`.
 pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()> {
     let runner = single_runner(&a)?;
-    if runner.executor != oar_config::Executor::Shell {
-        bail!(
-            "the {} executor is not available in this build of Oar yet",
-            runner.executor
-        );
-    }
     let config_path = a.config.clone().unwrap_or_else(crate::cli::default_config);
     let system_id =
         crate::system_id::load_or_create(&config_path).unwrap_or_else(|_| "r_000000000000".into());
@@ -493,8 +487,13 @@ pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()
         metrics,
         reporter: ReporterConfig::default(),
         iam: crate::cache::IamProviders::default(),
+        kube: None,
     };
     let shutdown = CancellationToken::new();
+    let mut env = env;
+    if runner.executor == oar_config::Executor::Kubernetes {
+        env.kube = Some(crate::kube_job::connect(&runner, shutdown.clone()).await?);
+    }
     let mut signals = crate::signals::Signals::new()?;
     let mut done = 0u64;
     let mut last_update = String::new();

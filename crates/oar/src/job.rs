@@ -32,6 +32,8 @@ pub struct JobEnv {
     pub reporter: ReporterConfig,
     /// IAM credentials for the distributed cache, shared by jobs.
     pub iam: crate::cache::IamProviders,
+    /// The Kubernetes executor of this runner, once connected.
+    pub kube: Option<std::sync::Arc<crate::kube_job::KubeExecutor>>,
 }
 
 struct MetricsObserver {
@@ -154,6 +156,21 @@ pub async fn run(
     slot: usize,
     shutdown: CancellationToken,
 ) -> Option<JobOutcome> {
+    if runner.executor == oar_config::Executor::Kubernetes {
+        return match &env.kube {
+            Some(exec) => crate::kube_job::run(env, exec, runner, job, slot, shutdown).await,
+            None => {
+                fail_malformed(
+                    env,
+                    job.id,
+                    job.token,
+                    "the Kubernetes executor is not connected",
+                )
+                .await;
+                None
+            }
+        };
+    }
     let started = Instant::now();
     let job_id = job.id;
     let mut phrases: Vec<String> = job

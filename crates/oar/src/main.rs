@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod http;
 mod job;
+mod kube_job;
 mod manager;
 mod metrics;
 mod signals;

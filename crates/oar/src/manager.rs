@@ -126,14 +126,6 @@ fn start_workers(
     shared.global.set_capacity(config.concurrent as usize);
     shared.metrics.set_concurrent(config.concurrent);
     for runner in &config.runners {
-        if runner.executor != oar_config::Executor::Shell {
-            anyhow::bail!(
-                "runner {:?}: the {} executor is not available in this build of Oar yet; \
-                 only shell runs jobs",
-                runner.name,
-                runner.executor
-            );
-        }
         let client = client_for(runner, &shared.opts.version)?.with_observer(Arc::new(Observer {
             metrics: shared.metrics.clone(),
             runner: runner.name.clone(),
@@ -147,6 +139,7 @@ fn start_workers(
             metrics: shared.metrics.clone(),
             reporter: ReporterConfig::default(),
             iam: shared.iam.clone(),
+            kube: None,
         };
         shared
             .metrics
@@ -157,20 +150,79 @@ fn start_workers(
             runner.request_concurrency,
         );
         let runner = Arc::new(runner.clone());
-        let last_update = Arc::new(Mutex::new(String::new()));
-        for _ in 0..runner.request_concurrency.max(1) {
-            let worker = Worker {
-                shared: Arc::clone(shared),
-                env: env.clone(),
-                runner: Arc::clone(&runner),
-                check_interval: config.check_interval,
-                last_update: Arc::clone(&last_update),
-                stop: stop.clone(),
-            };
-            tokio::spawn(worker.run());
+        let (shared, check_interval, stop) =
+            (Arc::clone(shared), config.check_interval, stop.clone());
+        if runner.executor == oar_config::Executor::Kubernetes {
+            // Connecting is async and may have to wait for the API server; the runner's workers
+            // start once its pod watch is up and the pods of a previous manager are adopted.
+            tokio::spawn(async move {
+                let Some(env) = connect_kube(&shared, env, &runner, &stop).await else {
+                    return;
+                };
+                spawn_workers(&shared, env, runner, check_interval, &stop);
+            });
+        } else {
+            spawn_workers(&shared, env, runner, check_interval, &stop);
         }
     }
     Ok(())
+}
+
+fn spawn_workers(
+    shared: &Arc<Shared>,
+    env: JobEnv,
+    runner: Arc<RunnerConfig>,
+    check_interval: Duration,
+    stop: &CancellationToken,
+) {
+    let last_update = Arc::new(Mutex::new(String::new()));
+    for _ in 0..runner.request_concurrency.max(1) {
+        let worker = Worker {
+            shared: Arc::clone(shared),
+            env: env.clone(),
+            runner: Arc::clone(&runner),
+            check_interval,
+            last_update: Arc::clone(&last_update),
+            stop: stop.clone(),
+        };
+        tokio::spawn(worker.run());
+    }
+}
+
+/// Connects a Kubernetes runner (retrying while the API server is unreachable) and adopts the
+/// job pods a previous manager left: each holds a slot until its pod ends.
+async fn connect_kube(
+    shared: &Arc<Shared>,
+    mut env: JobEnv,
+    runner: &Arc<RunnerConfig>,
+    stop: &CancellationToken,
+) -> Option<JobEnv> {
+    let exec = loop {
+        // The watch lives until the manager starts draining: running job pods are left to
+        // finish on their own and are adopted by the next manager.
+        match crate::kube_job::connect(runner, shared.drain.clone()).await {
+            Ok(e) => break e,
+            Err(e) => {
+                tracing::error!(runner = %runner.name, error = %format!("{e:#}"), "cannot reach Kubernetes; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.cancelled() => return None,
+                }
+            }
+        }
+    };
+    env.kube = Some(Arc::clone(&exec));
+    let runner_slots = shared.slots_for(runner);
+    for pod in crate::kube_job::adoptable(&exec) {
+        let global = shared.global.acquire().await;
+        let local = runner_slots.acquire().await;
+        let exec = Arc::clone(&exec);
+        shared.jobs.spawn(async move {
+            crate::kube_job::adopt(&exec, pod).await;
+            drop((global, local));
+        });
+    }
+    Some(env)
 }
 
 struct Worker {

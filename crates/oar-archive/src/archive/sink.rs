@@ -493,6 +493,12 @@ impl Sink {
                         path.push(b'/');
                     }
                     path.extend_from_slice(&c);
+                    if self.files.contains(&path) {
+                        // A file of this archive (maybe still being written): nothing below.
+                        missing = true;
+                        stack.push(c);
+                        continue;
+                    }
                     match file_type_at(self.root.as_fd(), OsStr::from_bytes(&path)) {
                         Ok(FileType::Directory) => stack.push(c),
                         Ok(FileType::Symlink) => {

@@ -31,6 +31,10 @@
 //! adds 1 s; Oar's helper enforces the timeout itself and then still has to upload artifacts
 //! on failure and send the final state, so Kubernetes only steps in when the pod is stuck).
 //!
+//! `[[runners.kubernetes.pod_spec]]` patches apply last, to the PodSpec, when
+//! `FF_USE_ADVANCED_POD_SPEC_CONFIGURATION` is on; see [`crate::patch`] for the strategic merge
+//! subset. `patch_path` files are read by the caller ([`crate::patch::read_patch_files`]).
+//!
 //! # Configuration
 //!
 //! Every `[runners.kubernetes]` key that shapes a pod is honoured with GitLab Runner's

@@ -1,0 +1,374 @@
+//! The Kubernetes executor, manager side: a job becomes a Secret (its payload) and a Pod whose
+//! helper drives the job itself; the manager waits on the shared watch, reports only what the
+//! pod could not (image pull failures, unschedulable, OOM, eviction...), and cleans up.
+
+use crate::job::{JobEnv, settings};
+use anyhow::Context;
+use oar_config::{ExposeSecret, KubernetesConfig, RunnerConfig};
+use oar_gitlab::JobResponse;
+use oar_job::agent::{AgentPayload, PAYLOAD_VERSION};
+use oar_job::report::Reporter;
+use oar_job::{FailureReason, JobContext, JobControl, JobOutcome, TraceLog, TraceLogOptions};
+use oar_kube::lifecycle::{JobPod, JobPods, LifecycleOptions, PodEnd};
+use oar_kube::pod::{PodInput, build_payload_secret, build_pod};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The default helper image: the one of this Oar release.
+pub fn default_helper_image() -> String {
+    format!(
+        "registry.example.invalid/oar/oar-helper:v{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// One runner's connection to its cluster and its shared pod watch.
+pub struct KubeExecutor {
+    pods: JobPods,
+    namespace: String,
+}
+
+async fn client_for(k: &KubernetesConfig) -> anyhow::Result<kube::Client> {
+    let mut config = match &k.host {
+        Some(host) => {
+            let uri: ::http::Uri = host
+                .parse()
+                .with_context(|| format!("[runners.kubernetes] host {host:?} is not a URL"))?;
+            let mut c = kube::Config::new(uri);
+            if let Some(ca) = &k.ca_file {
+                let pem = tokio::fs::read(ca)
+                    .await
+                    .with_context(|| format!("cannot read ca_file {}", ca.display()))?;
+                let certs = rustls_pemfile_certs(&pem)
+                    .with_context(|| format!("ca_file {} holds no certificate", ca.display()))?;
+                c.root_cert = Some(certs);
+            }
+            c
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes connection: set [runners.kubernetes] host, KUBECONFIG, or run in a pod",
+        )?,
+    };
+    if let Some(token) = &k.bearer_token {
+        config.auth_info.token = Some(token.expose_secret().to_string().into());
+    }
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// DER certificates from PEM text.
+fn rustls_pemfile_certs(pem: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut b64 = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "-----BEGIN CERTIFICATE-----" {
+            inside = true;
+            b64.clear();
+        } else if line == "-----END CERTIFICATE-----" {
+            inside = false;
+            use base64::Engine;
+            out.push(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&b64)
+                    .ok()?,
+            );
+        } else if inside {
+            b64.push_str(line);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Connects a Kubernetes runner: the API client and one watch on its namespace.
+pub async fn connect(
+    runner: &RunnerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<KubeExecutor>> {
+    let k = runner.kubernetes.clone().unwrap_or_default();
+    let client = client_for(&k).await?;
+    let namespace = k.namespace.clone().unwrap_or_else(|| "default".into());
+    let options = LifecycleOptions {
+        cleanup_grace_period_seconds: Some(
+            k.cleanup_grace_period_seconds
+                .and_then(|s| u32::try_from(s).ok())
+                .unwrap_or(0),
+        ),
+        cleanup_timeout: k.cleanup_resources_timeout,
+        ..LifecycleOptions::default()
+    };
+    let pods = JobPods::start_with(
+        client,
+        std::slice::from_ref(&namespace),
+        runner.short_token(),
+        shutdown,
+        options,
+    )
+    .await
+    .with_context(|| format!("cannot watch pods in namespace {namespace:?}"))?;
+    Ok(Arc::new(KubeExecutor { pods, namespace }))
+}
+
+fn random_suffix() -> String {
+    let n: u32 = rand::random();
+    format!("{n:08x}")
+}
+
+/// Reports a failure the manager found (no pod, or a pod that could not report): the reason
+/// goes into the job log.
+async fn report_failure(
+    reporter: &Reporter,
+    log: &TraceLog,
+    reason: FailureReason,
+    message: &str,
+) -> JobOutcome {
+    log.write(format!("\x1b[31;1mERROR: {message}\x1b[0;m\n").as_bytes());
+    let outcome = JobOutcome::failed(reason, None, message.to_string());
+    reporter.finish(log, &outcome, Default::default()).await;
+    outcome
+}
+
+/// Runs one job in a pod. The job is acknowledged here; from the pod's start its helper owns
+/// the trace and the final state.
+pub async fn run(
+    env: &JobEnv,
+    exec: &KubeExecutor,
+    runner: &RunnerConfig,
+    job: JobResponse,
+    slot: usize,
+    shutdown: CancellationToken,
+) -> Option<JobOutcome> {
+    let job_id = job.id;
+    let mut phrases: Vec<String> = job
+        .variables
+        .iter()
+        .filter(|v| v.masked && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect();
+    phrases.push(job.token.expose().to_string());
+    phrases.push(runner.token.expose_secret().to_string());
+    let log = TraceLog::new(TraceLogOptions {
+        limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        phrases,
+        token_prefixes: job.features.token_mask_prefixes.clone(),
+    });
+    let reporter = Reporter::new(
+        env.client.clone(),
+        job_id,
+        job.token.clone(),
+        env.info.clone(),
+        job.features.failure_reasons.clone(),
+        env.reporter.clone(),
+    );
+    let control = JobControl {
+        shutdown: shutdown.child_token(),
+        ..JobControl::default()
+    };
+    if let Err(why) = reporter.acknowledge(&log, &control).await {
+        tracing::warn!(job_id, reason = %why, "dropping the job");
+        return None;
+    }
+    env.metrics.job_started(&runner.name, &env.system_id);
+    let started = tokio::time::Instant::now();
+    let outcome = drive(env, exec, runner, job, slot, &reporter, &log).await;
+    let reason = outcome.failure.map(|f| f.as_str());
+    env.metrics
+        .job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
+    tracing::info!(
+        job_id,
+        state = outcome.state(),
+        failure_reason = reason.unwrap_or(""),
+        "job finished"
+    );
+    Some(outcome)
+}
+
+async fn drive(
+    env: &JobEnv,
+    exec: &KubeExecutor,
+    runner: &RunnerConfig,
+    job: JobResponse,
+    slot: usize,
+    reporter: &Reporter,
+    log: &TraceLog,
+) -> JobOutcome {
+    let k = runner.kubernetes.clone().unwrap_or_default();
+    let mut s = match settings(runner, env, slot, slot).await {
+        Ok(s) => s,
+        Err(e) => {
+            return report_failure(
+                reporter,
+                log,
+                FailureReason::RunnerSystemFailure,
+                &e.to_string(),
+            )
+            .await;
+        }
+    };
+    s.shared_builds_dir = false;
+    s.builds_dir = runner
+        .builds_dir
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/builds".into());
+    s.cache_dir = runner
+        .cache_dir
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/cache".into());
+    let ctx = match JobContext::new(job.clone(), s) {
+        Ok(c) => c,
+        Err(e) => {
+            return report_failure(
+                reporter,
+                log,
+                FailureReason::RunnerConfigurationError,
+                &e.to_string(),
+            )
+            .await;
+        }
+    };
+    let pod_name = format!(
+        "runner-{}-project-{}-concurrent-{}-{}",
+        runner.short_token().to_ascii_lowercase(),
+        ctx.job.job_info.project_id,
+        slot,
+        random_suffix()
+    );
+    let patch_files = BTreeMap::new();
+    let helper_image = default_helper_image();
+    let built = match build_pod(&PodInput {
+        config: &k,
+        feature_flags: &runner.feature_flags,
+        patch_files: &patch_files,
+        job: &ctx.job,
+        vars: &ctx.vars,
+        pod_name: &pod_name,
+        namespace_default: &exec.namespace,
+        runner_short_token: runner.short_token(),
+        runner_name: &runner.name,
+        builds_dir: &ctx.layout.builds_dir,
+        project_dir: &ctx.layout.project_dir,
+        timeout: ctx.timeout,
+        default_helper_image: &helper_image,
+    }) {
+        Ok(b) => b,
+        Err(e) => {
+            return report_failure(
+                reporter,
+                log,
+                FailureReason::RunnerConfigurationError,
+                &e.to_string(),
+            )
+            .await;
+        }
+    };
+    let (cache_urls, mut warnings) = crate::cache::urls_for_job(&env.iam, runner, &ctx).await;
+    warnings.extend(built.warnings.iter().cloned());
+    let debug_trace = ctx.debug_trace();
+    let payload = AgentPayload {
+        version: PAYLOAD_VERSION,
+        gitlab_url: runner.url.as_str().to_string(),
+        info: env.info.clone(),
+        job: ctx.job.clone(),
+        settings: ctx.settings.clone(),
+        cache_urls,
+        cache_max_upload_size: runner
+            .cache
+            .as_ref()
+            .and_then(|c| c.max_uploaded_archive_size),
+        debug_trace,
+        warnings,
+    };
+    let bytes = match serde_json::to_vec(&payload) {
+        Ok(b) => b,
+        Err(e) => {
+            return report_failure(
+                reporter,
+                log,
+                FailureReason::RunnerSystemFailure,
+                &format!("cannot encode the job payload: {e}"),
+            )
+            .await;
+        }
+    };
+    let labels = built.pod.metadata.labels.clone().unwrap_or_default();
+    let secret = build_payload_secret(&pod_name, &built.namespace, labels, &bytes);
+    let pod = match exec.pods.create(&built, secret).await {
+        Ok(p) => p,
+        Err(e) => {
+            return report_failure(
+                reporter,
+                log,
+                FailureReason::RunnerSystemFailure,
+                &format!("cannot create the job pod: {e}"),
+            )
+            .await;
+        }
+    };
+    tracing::info!(job_id = ctx.job.id, pod = %pod.display_name(), "job pod created");
+    finish_pod(exec, &pod, k.poll_timeout, reporter, log).await
+}
+
+/// Waits for a job pod's end, reports what the pod could not, and deletes it.
+async fn finish_pod(
+    exec: &KubeExecutor,
+    pod: &JobPod,
+    poll_timeout: Duration,
+    reporter: &Reporter,
+    log: &TraceLog,
+) -> JobOutcome {
+    let end = exec.pods.wait(pod, poll_timeout).await;
+    let outcome = outcome_of(&end);
+    if end.needs_report() {
+        report_failure(
+            reporter,
+            log,
+            outcome
+                .failure
+                .unwrap_or(FailureReason::RunnerSystemFailure),
+            &end.log_line(),
+        )
+        .await;
+    }
+    if !matches!(end, PodEnd::Unwatched { .. }) {
+        exec.pods.cleanup(pod).await;
+    }
+    outcome
+}
+
+fn outcome_of(end: &PodEnd) -> JobOutcome {
+    if end.is_success() {
+        return JobOutcome::success();
+    }
+    let reason = match end.failure_reason() {
+        Some("image_pull_failure") => FailureReason::ImagePullFailure,
+        Some("job_execution_timeout") => FailureReason::JobExecutionTimeout,
+        Some("script_failure") => FailureReason::ScriptFailure,
+        Some("job_canceled") => FailureReason::JobCanceled,
+        _ => FailureReason::RunnerSystemFailure,
+    };
+    JobOutcome::failed(reason, None, end.log_line())
+}
+
+/// The job pods a previous manager left that have not been cleaned up yet.
+pub fn adoptable(exec: &KubeExecutor) -> Vec<JobPod> {
+    exec.pods.list().into_iter().map(|i| i.job_pod()).collect()
+}
+
+/// Follows a job pod a previous manager created until it ends, then cleans up. The pod's
+/// helper reports the job itself; a pod that ends without reporting is logged here (the job
+/// token to report it with is in the pod's Secret, which this manager does not read).
+pub async fn adopt(exec: &KubeExecutor, pod: JobPod) {
+    tracing::info!(pod = %pod.display_name(), "adopting a job pod left by a previous manager");
+    let end = exec.pods.wait(&pod, Duration::from_secs(3600)).await;
+    if end.needs_report() {
+        tracing::warn!(pod = %pod.display_name(), end = %end.log_line(), "an adopted job pod ended without reporting its job");
+    }
+    if !matches!(end, PodEnd::Unwatched { .. }) {
+        exec.pods.cleanup(&pod).await;
+    }
+}
