@@ -54,6 +54,13 @@ struct Args {
     /// The directory for `--extract`.
     #[arg(long)]
     into: Option<PathBuf>,
+    /// Instead of the benchmark: time Oar's cache creation (select + create) of this directory
+    /// into `--out`.
+    #[arg(long, requires = "out")]
+    create_from: Option<PathBuf>,
+    /// The archive for `--create-from` (format from the extension: .zip, else tar.zst).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// A deterministic PRNG (splitmix64), so every run builds the same tree.
@@ -264,6 +271,33 @@ fn main() -> Result<()> {
         };
         let (secs, stats) = timed(|| Ok(extract(archive, into, &limits)?))?;
         println!("extracted {stats:?} in {secs:.2}s");
+        return Ok(());
+    }
+    if let (Some(src), Some(out)) = (&args.create_from, &args.out) {
+        let format = if out.extension().is_some_and(|e| e == "zip") {
+            Format::Zip
+        } else {
+            Format::TarZst
+        };
+        let threads = args.threads.unwrap_or_else(available_threads);
+        let paths = vec![".".to_string()];
+        let (secs, stats) = timed(|| {
+            let sel = select(
+                src,
+                &PathSpec {
+                    paths: &paths,
+                    exclude: &[],
+                    untracked: false,
+                },
+            )?;
+            let opts = CreateOptions {
+                format,
+                zstd_level: args.zstd_level,
+                threads,
+            };
+            Ok(create(src, &sel, out, &opts)?)
+        })?;
+        println!("created {stats:?} in {secs:.2}s");
         return Ok(());
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);

@@ -48,19 +48,9 @@ fn pem_file(dir: &std::path::Path, name: &str, text: Option<&str>) -> Result<Opt
 }
 
 fn terminate(path: &std::path::Path, outcome: &JobOutcome, delivered: bool) {
-    let msg = TerminationMessage {
-        oar: 1,
-        state: outcome.state().to_string(),
-        failure_reason: outcome.failure.map(|f| f.as_str().to_string()),
-        delivered,
-    };
-    match serde_json::to_string(&msg) {
-        Ok(text) => {
-            if let Err(e) = std::fs::write(path, text) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode the termination message"),
+    let text = TerminationMessage::for_outcome(outcome, delivered).to_json();
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
 }
 
@@ -115,6 +105,17 @@ pub(crate) async fn run(a: AgentArgs, stop: CancellationToken) -> Result<()> {
         shutdown: stop.child_token(),
         ..JobControl::default()
     };
+    // In a pod, SIGTERM means the pod is going away: say so in the job log.
+    let stop_note = {
+        let (log, stop) = (log.clone(), stop.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            log.write(
+                b"\x1b[0;33mWARNING: The job pod is being stopped (SIGTERM: it was deleted or \
+                  evicted, or ran past its activeDeadlineSeconds): the job ends here\x1b[0;m\n",
+            );
+        })
+    };
     let done = CancellationToken::new();
     let streamer = {
         let (reporter, log, control, done) =
@@ -143,6 +144,7 @@ pub(crate) async fn run(a: AgentArgs, stop: CancellationToken) -> Result<()> {
                 .await
         }
     };
+    stop_note.abort();
     runner.finish().await;
     done.cancel();
     let state = streamer.await.unwrap_or_default();

@@ -4,7 +4,7 @@
 //! [`oar_job::podstep`]).
 
 use nix::sys::stat::Mode;
-use oar_job::podstep::{Event, Layout, Request, StepId};
+use oar_job::podstep::{BUILD_CONTAINER, Event, Layout, Request, StepId};
 use oar_job::{JobContext, JobError, StageExit, StageRunner, StageScript, TraceLog};
 use oar_shell::ShellRunner;
 use std::path::Path;
@@ -48,6 +48,19 @@ fn make_fifo(path: &Path) -> Result<(), JobError> {
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| JobError::Executor(format!("cannot place FIFO {}: {e}", path.display())))
+}
+
+/// The wrapper said it exits on a signal: the pod is going away.
+fn wrapper_exited(code: i32) -> JobError {
+    let signal = match code {
+        143 => " on SIGTERM",
+        130 => " on SIGINT",
+        _ => "",
+    };
+    JobError::Executor(format!(
+        "the build container stopped (its step wrapper exited with code {code}{signal}): the job \
+         pod is being deleted, evicted or stopped past its deadline"
+    ))
 }
 
 fn io_err(what: &str, e: std::io::Error) -> JobError {
@@ -120,8 +133,10 @@ impl PodRunner {
         }
         let waited = tokio::time::timeout(self.ready_timeout, async {
             loop {
-                if let Event::Ready { shell, .. } = Self::next_event(channel).await? {
-                    return Ok::<_, JobError>(shell);
+                match Self::next_event(channel).await? {
+                    Event::Ready { shell, .. } => return Ok::<_, JobError>(shell),
+                    Event::Exited { code } => return Err(wrapper_exited(code)),
+                    _ => {}
                 }
             }
         })
@@ -177,7 +192,7 @@ impl PodRunner {
         Self::send(channel, &Request::Run(id.clone())).await?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut canceled = false;
-        let code = loop {
+        let (code, oom) = loop {
             tokio::select! {
                 n = output.read(&mut buf) => match n {
                     Ok(0) => {}
@@ -185,7 +200,8 @@ impl PodRunner {
                     Err(e) => return Err(io_err("cannot read the step's output", e)),
                 },
                 ev = Self::next_event(channel) => match ev? {
-                    Event::Done { id: done, code } if done == id => break code,
+                    Event::Done { id: done, code, oom } if done == id => break (code, oom),
+                    Event::Exited { code } => return Err(wrapper_exited(code)),
                     Event::Error { id: bad, reason } if bad == id.as_str() => {
                         return Err(JobError::Executor(format!(
                             "the build container refused step {id}: {reason}"
@@ -211,6 +227,10 @@ impl PodRunner {
         drop(output);
         let _ = tokio::fs::remove_file(&out_path).await;
         let _ = tokio::fs::remove_file(&path).await;
+        if let Some(oom) = oom {
+            // Exit code 137 alone would read as a script failure.
+            return Err(JobError::Executor(oom.message(BUILD_CONTAINER)));
+        }
         if canceled {
             return Ok(StageExit::Stopped);
         }

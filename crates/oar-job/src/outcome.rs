@@ -33,6 +33,21 @@ impl FailureReason {
         }
     }
 
+    /// The reason of a wire name this runner sends (`None` for others).
+    pub fn from_wire(name: &str) -> Option<Self> {
+        [
+            FailureReason::ScriptFailure,
+            FailureReason::RunnerSystemFailure,
+            FailureReason::JobExecutionTimeout,
+            FailureReason::ImagePullFailure,
+            FailureReason::UnknownFailure,
+            FailureReason::RunnerConfigurationError,
+            FailureReason::JobCanceled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
+
     /// The reason to send, given what the server accepts: GitLab Runner's compatibility
     /// fallbacks, then `unknown_failure`. `script_failure`, `runner_system_failure` and
     /// `job_execution_timeout` are always accepted.

@@ -58,7 +58,18 @@
 //!   is in the output FIFO before `done` is written, so on `done` the agent drains the FIFO
 //!   without blocking and stops reading; output of background processes the step left behind
 //!   after that is not collected.
+//! - `done <id> <code> oom <limit>`: the same, when the kernel's OOM killer killed a process of
+//!   the build container while the step ran (the container cgroup's `oom_kill` counter rose:
+//!   `memory.events` on cgroup v2, `memory.oom_control` on v1). `<limit>` is the container's
+//!   memory limit in bytes (`memory.max`, `memory.limit_in_bytes`), `-` when it has none or it
+//!   can't be read. The wrapper itself usually survives (the OOM killer picks the biggest
+//!   process, the step's); when it does not, the container ends `OOMKilled` and no event comes.
 //! - `error <id> <reason>`: a refused `run` (see above).
+//! - `exit <code>`: the wrapper is exiting on a signal (`SIGTERM`: 143, `SIGINT`: 130): the pod
+//!   is being deleted or evicted. The running step dies with it (the container's PID 1 is
+//!   gone) and gets no `done`.
+//!
+//! Fields after those listed are ignored, so a newer wrapper may say more.
 //!
 //! The wrapper also writes two internal lines into `control` for itself (`pgid <id> <pid>` and
 //! `fin <id>`); the agent never sends them and never sees them.
@@ -75,8 +86,9 @@
 //! signalled too. In both modes a process that makes itself a new session or group escapes,
 //! as it would under GitLab Runner.
 //!
-//! The wrapper traps `SIGTERM` and `SIGINT` and exits (143, 130), so deleting the pod does not
-//! wait for the termination grace period.
+//! The wrapper traps `SIGTERM` and `SIGINT`, says `exit <code>` and exits (143, 130), so deleting
+//! the pod does not wait for the termination grace period and the agent learns at once that
+//! the build container is gone.
 //!
 //! # Exit codes of the wrapper
 //!
@@ -89,6 +101,9 @@ use std::time::Duration;
 
 /// The protocol version the wrapper announces in `ready`.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The name of the pod's container that runs the wrapper and the user's steps.
+pub const BUILD_CONTAINER: &str = "build";
 
 /// Name of the request FIFO in the scripts directory.
 pub const CONTROL_FIFO: &str = "control";
@@ -253,6 +268,13 @@ pub enum Event {
         id: StepId,
         /// Its exit status; `128 + n` when killed by signal `n`.
         code: i32,
+        /// The kernel's OOM killer killed a process of the build container meanwhile.
+        oom: Option<OomKill>,
+    },
+    /// The wrapper is exiting on a signal: the pod is going away.
+    Exited {
+        /// Its exit code (143 for `SIGTERM`, 130 for `SIGINT`).
+        code: i32,
     },
     /// A `run` was refused.
     Error {
@@ -279,17 +301,66 @@ impl Event {
                     _ => return Err(bad()),
                 },
             }),
-            ["done", id, code] => Ok(Event::Done {
+            ["done", id, code, rest @ ..] => Ok(Event::Done {
                 id: StepId::new(id).map_err(|_| bad())?,
                 code: code.parse().map_err(|_| bad())?,
+                oom: match rest {
+                    ["oom", limit, ..] => Some(OomKill {
+                        limit_bytes: limit.parse().ok(),
+                    }),
+                    _ => None,
+                },
             }),
-            ["error", id, reason] => Ok(Event::Error {
+            ["error", id, reason, ..] => Ok(Event::Error {
                 id: (*id).to_owned(),
                 reason: (*reason).to_owned(),
+            }),
+            ["exit", code, ..] => Ok(Event::Exited {
+                code: code.parse().map_err(|_| bad())?,
             }),
             _ => Err(bad()),
         }
     }
+}
+
+/// What the wrapper saw of an OOM kill during a step (`done <id> <code> oom <limit>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OomKill {
+    /// The build container's memory limit in bytes, when it has one.
+    pub limit_bytes: Option<u64>,
+}
+
+impl OomKill {
+    /// One sentence for the job log: what ran out of memory, and its limit.
+    pub fn message(&self, container: &str) -> String {
+        match self.limit_bytes {
+            Some(limit) => format!(
+                "Container {container:?} ran out of memory: the kernel's OOM killer ended the \
+                 step, which used more than the container's memory limit of {}",
+                format_bytes(limit)
+            ),
+            None => format!(
+                "Container {container:?} ran out of memory: the kernel's OOM killer ended the \
+                 step (the container has no memory limit: the node ran out of memory)"
+            ),
+        }
+    }
+}
+
+/// Bytes as a Kubernetes quantity when they are a whole number of binary units (`32Mi`),
+/// else as bytes.
+pub fn format_bytes(n: u64) -> String {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// The signal that ended a step, from a `done` exit status (`143` → `Some(15)`).
@@ -350,9 +421,42 @@ mod tests {
             Event::parse("done s1 137").unwrap(),
             Event::Done {
                 id: StepId::new("s1").unwrap(),
-                code: 137
+                code: 137,
+                oom: None,
             }
         );
+        assert_eq!(
+            Event::parse("done s1 137 oom 33554432").unwrap(),
+            Event::Done {
+                id: StepId::new("s1").unwrap(),
+                code: 137,
+                oom: Some(OomKill {
+                    limit_bytes: Some(32 << 20)
+                }),
+            }
+        );
+        assert_eq!(
+            Event::parse("done s1 1 oom -").unwrap(),
+            Event::Done {
+                id: StepId::new("s1").unwrap(),
+                code: 1,
+                oom: Some(OomKill { limit_bytes: None }),
+            }
+        );
+        // Fields a newer wrapper adds are ignored.
+        assert_eq!(
+            Event::parse("done s1 0 later 1").unwrap(),
+            Event::Done {
+                id: StepId::new("s1").unwrap(),
+                code: 0,
+                oom: None,
+            }
+        );
+        assert_eq!(
+            Event::parse("exit 143").unwrap(),
+            Event::Exited { code: 143 }
+        );
+        assert!(Event::parse("exit").is_err());
         assert_eq!(
             Event::parse("error s1 busy").unwrap(),
             Event::Error {
@@ -364,6 +468,28 @@ mod tests {
         assert!(Event::parse("hello").is_err());
         assert_eq!(exit_signal(143), Some(15));
         assert_eq!(exit_signal(3), None);
+    }
+
+    #[test]
+    fn oom_messages_name_the_container_and_limit() {
+        assert_eq!(format_bytes(32 << 20), "32Mi");
+        assert_eq!(format_bytes(3 << 30), "3Gi");
+        assert_eq!(format_bytes(1536), "1536 bytes");
+        assert_eq!(format_bytes(2048), "2Ki");
+        assert_eq!(format_bytes(1000), "1000 bytes");
+        assert_eq!(
+            OomKill {
+                limit_bytes: Some(32 << 20)
+            }
+            .message("build"),
+            "Container \"build\" ran out of memory: the kernel's OOM killer ended the step, \
+             which used more than the container's memory limit of 32Mi"
+        );
+        assert!(
+            OomKill { limit_bytes: None }
+                .message("build")
+                .contains("no memory limit")
+        );
     }
 
     #[test]

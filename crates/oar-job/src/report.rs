@@ -6,6 +6,11 @@
 //! GitLab's cancel requests into [`JobControl`] signals. When the job is done, [`Reporter::finish`]
 //! sends what is left and the final state, looping on `202` and resyncing on `416`, so that
 //! GitLab holds exactly the bytes whose checksum it is given.
+//!
+//! A reporter that did not stream the job itself (the Kubernetes manager reporting for a pod
+//! that could not, after the pod's helper streamed part of the log) uses
+//! [`Reporter::append_and_finish`]: its lines go after GitLab's trace, wherever a `416` says it
+//! ends, and the final state carries no checksum unless its lines are the whole trace.
 
 use crate::outcome::JobOutcome;
 use crate::runner::JobControl;
@@ -63,6 +68,45 @@ pub struct StreamState {
     pub interval: Option<Duration>,
 }
 
+/// Where a reporter's log is in GitLab's trace.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// GitLab's offset of the log's first byte: 0, unless others wrote to the trace first.
+    base: u64,
+    /// Bytes of the log GitLab holds.
+    sent: u64,
+    /// Others may have written to the trace before this log (see
+    /// [`Reporter::append_and_finish`]): a `416` says where their bytes end.
+    appending: bool,
+}
+
+impl Cursor {
+    /// GitLab's offset of the next byte to send.
+    fn offset(&self) -> u64 {
+        self.base + self.sent
+    }
+
+    /// GitLab says its trace is `len` bytes long (a `416`).
+    fn resync(&mut self, len: u64, log_len: u64) {
+        if !self.appending {
+            self.sent = len.min(log_len);
+        } else if len >= self.offset() {
+            // Someone else's bytes: the rest of ours goes after them.
+            self.base = len - self.sent;
+        } else if len >= self.base {
+            self.sent = len - self.base;
+        } else {
+            self.base = len;
+            self.sent = 0;
+        }
+    }
+
+    /// Whether the log is the whole trace, so its checksum and size are the trace's.
+    fn whole(&self) -> bool {
+        self.base == 0
+    }
+}
+
 impl Reporter {
     /// A reporter for job `job_id`.
     pub fn new(
@@ -105,33 +149,47 @@ impl Reporter {
     async fn patch(
         &self,
         log: &TraceLog,
-        sent: &mut u64,
+        cursor: &mut Cursor,
         control: &JobControl,
         interval: &mut Duration,
     ) -> bool {
-        let data = log.read(*sent, self.cfg.max_patch);
+        let data = log.read(cursor.sent, self.cfg.max_patch);
         if data.is_empty() {
             return true;
         }
         match self
             .client
-            .patch_trace(self.job_id, &self.token, *sent, data, self.debug_trace)
+            .patch_trace(
+                self.job_id,
+                &self.token,
+                cursor.offset(),
+                data,
+                self.debug_trace,
+            )
             .await
         {
             Ok((outcome, remote)) => {
                 self.apply_remote(&remote, control, interval);
                 match outcome {
                     PatchOutcome::Sent { offset } => {
-                        *sent = offset;
+                        cursor.sent = offset.saturating_sub(cursor.base);
                         true
                     }
                     PatchOutcome::RangeMismatch { offset } => {
-                        tracing::warn!(
-                            job_id = self.job_id,
-                            offset,
-                            "trace offset mismatch; resuming at GitLab's offset"
-                        );
-                        *sent = offset.min(log.len());
+                        if cursor.appending {
+                            tracing::debug!(
+                                job_id = self.job_id,
+                                offset,
+                                "GitLab's trace holds other bytes; appending after them"
+                            );
+                        } else {
+                            tracing::warn!(
+                                job_id = self.job_id,
+                                offset,
+                                "trace offset mismatch; resuming at GitLab's offset"
+                            );
+                        }
+                        cursor.resync(offset, log.len());
                         false
                     }
                     PatchOutcome::Abort(status) => {
@@ -161,7 +219,7 @@ impl Reporter {
     }
 
     async fn touch(&self, log: &TraceLog, control: &JobControl, interval: &mut Duration) {
-        let req = self.update_request("running", log, None);
+        let req = self.update_request("running", log, None, true);
         match self.client.update_job(self.job_id, &req).await {
             Ok((UpdateOutcome::Abort(status), remote)) => {
                 self.apply_remote(&remote, control, interval);
@@ -184,20 +242,20 @@ impl Reporter {
         control: JobControl,
         done: CancellationToken,
     ) -> StreamState {
-        let mut sent = 0u64;
+        let mut cursor = Cursor::default();
         let mut interval = self.cfg.interval;
         let mut last_patch: Option<Instant> = None;
         let mut last_contact = Instant::now();
         loop {
             let changed = log.changed();
             tokio::pin!(changed);
-            if sent < log.len() {
+            if cursor.sent < log.len() {
                 let due = last_patch.map_or_else(Instant::now, |t| t + interval);
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
                     _ = done.cancelled() => break,
                 }
-                self.patch(&log, &mut sent, &control, &mut interval).await;
+                self.patch(&log, &mut cursor, &control, &mut interval).await;
                 last_patch = Some(Instant::now());
                 last_contact = Instant::now();
             } else {
@@ -215,18 +273,25 @@ impl Reporter {
             }
         }
         StreamState {
-            sent,
+            sent: cursor.sent,
             interval: Some(interval),
         }
     }
 
+    /// A `PUT` body; `whole`: the log is all of GitLab's trace, so its checksum and size are
+    /// sent (else neither: GitLab then takes the state without checking the trace).
     fn update_request(
         &self,
         state: &str,
         log: &TraceLog,
         outcome: Option<&JobOutcome>,
+        whole: bool,
     ) -> UpdateJobRequest {
-        let checksum = log.checksum();
+        let (checksum, bytesize) = if whole {
+            (log.checksum(), log.len())
+        } else {
+            (String::new(), 0)
+        };
         UpdateJobRequest {
             info: self.info.clone(),
             token: self.token.clone(),
@@ -236,23 +301,45 @@ impl Reporter {
                 .map(|f| f.for_server(&self.failure_reasons).to_string())
                 .unwrap_or_default(),
             checksum: checksum.clone(),
-            output: JobOutput {
-                checksum,
-                bytesize: log.len(),
-            },
+            output: JobOutput { checksum, bytesize },
             exit_code: outcome.and_then(|o| o.exit_code).unwrap_or(0),
         }
     }
 
     /// Sends the rest of the log and the final state. Returns whether GitLab accepted it.
     pub async fn finish(&self, log: &TraceLog, outcome: &JobOutcome, state: StreamState) -> bool {
+        let cursor = Cursor {
+            sent: state.sent,
+            ..Cursor::default()
+        };
+        self.finish_from(log, outcome, cursor, state.interval).await
+    }
+
+    /// Sends `log` after whatever trace GitLab already holds for the job, then the final
+    /// state; for a reporter that did not stream the job itself (the Kubernetes manager
+    /// reporting for a pod that could not, after the pod's helper may have streamed part of
+    /// the log). The first `416` says where the trace ends; the log goes after it. The
+    /// checksum and size of the trace are sent only when the log turned out to be all of it
+    /// (GitLab held nothing before): this reporter can't know the other bytes. Returns whether
+    /// GitLab accepted the final state.
+    pub async fn append_and_finish(&self, log: &TraceLog, outcome: &JobOutcome) -> bool {
+        let cursor = Cursor {
+            appending: true,
+            ..Cursor::default()
+        };
+        self.finish_from(log, outcome, cursor, None).await
+    }
+
+    async fn finish_from(
+        &self,
+        log: &TraceLog,
+        outcome: &JobOutcome,
+        mut cursor: Cursor,
+        interval: Option<Duration>,
+    ) -> bool {
         log.finish();
         let control = JobControl::default();
-        let mut interval = state
-            .interval
-            .unwrap_or(self.cfg.interval)
-            .min(self.cfg.interval);
-        let mut sent = state.sent;
+        let mut interval = interval.unwrap_or(self.cfg.interval).min(self.cfg.interval);
         let mut failures = 0u32;
         let backoff = oar_gitlab::retry::Backoff::new_unchecked(
             Duration::from_secs(1),
@@ -261,8 +348,15 @@ impl Reporter {
         );
         while failures < self.cfg.final_retry_limit {
             let mut stalled = false;
-            while sent < log.len() && !control.aborted.is_cancelled() {
-                if !self.patch(log, &mut sent, &control, &mut interval).await {
+            let mut resynced = false;
+            while cursor.sent < log.len() && !control.aborted.is_cancelled() {
+                let before = cursor;
+                if !self.patch(log, &mut cursor, &control, &mut interval).await {
+                    // A 416 that only showed where to append is no failure: send again now.
+                    if cursor.appending && !resynced && cursor.offset() != before.offset() {
+                        resynced = true;
+                        continue;
+                    }
                     stalled = true;
                     break;
                 }
@@ -276,7 +370,7 @@ impl Reporter {
                 tokio::time::sleep(backoff.delay(failures)).await;
                 continue;
             }
-            let req = self.update_request(outcome.state(), log, Some(outcome));
+            let req = self.update_request(outcome.state(), log, Some(outcome), cursor.whole());
             match self.client.update_job(self.job_id, &req).await {
                 Ok((UpdateOutcome::Ok, _)) => return true,
                 Ok((UpdateOutcome::Accepted, remote)) => {
@@ -296,7 +390,7 @@ impl Reporter {
                         job_id = self.job_id,
                         "GitLab asked for the whole trace again"
                     );
-                    sent = 0;
+                    cursor.sent = 0;
                     failures += 1;
                 }
                 Ok((UpdateOutcome::Abort(status), _)) => {
@@ -330,7 +424,7 @@ impl Reporter {
     /// Acknowledges a new job (`PUT state=running`). `Err` carries why the job must be
     /// dropped (403/404/409, or GitLab says it is canceled or failed).
     pub async fn acknowledge(&self, log: &TraceLog, control: &JobControl) -> Result<(), String> {
-        let req = self.update_request("running", log, None);
+        let req = self.update_request("running", log, None, true);
         let mut interval = self.cfg.interval;
         match self.client.update_job(self.job_id, &req).await {
             Ok((UpdateOutcome::Abort(status), _)) => {
@@ -346,5 +440,47 @@ impl Reporter {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streaming_reporter_resumes_at_gitlabs_offset() {
+        let mut c = Cursor {
+            sent: 100,
+            ..Cursor::default()
+        };
+        c.resync(60, 200);
+        assert_eq!((c.base, c.sent, c.offset()), (0, 60, 60));
+        // GitLab holds more than the log: nothing left to send.
+        c.resync(500, 200);
+        assert_eq!(c.sent, 200);
+        assert!(c.whole());
+    }
+
+    #[test]
+    fn an_appending_reporter_goes_after_the_bytes_of_others() {
+        let mut c = Cursor {
+            appending: true,
+            ..Cursor::default()
+        };
+        assert!(c.whole());
+        // The pod's helper streamed 390 bytes: ours go after them.
+        c.resync(390, 80);
+        assert_eq!((c.base, c.sent, c.offset()), (390, 0, 390));
+        assert!(!c.whole());
+        // 30 of ours sent, then the helper added 10 more: the rest goes after those.
+        c.sent = 30;
+        c.resync(430, 80);
+        assert_eq!((c.base, c.sent, c.offset()), (400, 30, 430));
+        // GitLab lost some of ours: resend them.
+        c.resync(410, 80);
+        assert_eq!((c.base, c.sent, c.offset()), (400, 10, 410));
+        // GitLab holds less than our start: start over there.
+        c.resync(100, 80);
+        assert_eq!((c.base, c.sent, c.offset()), (100, 0, 100));
     }
 }

@@ -164,6 +164,10 @@ impl ScriptWriter {
     /// Wraps the body in the stage envelope: TERM exits 1, pipefail when the shell has it,
     /// errexit, no noclobber, and the body evaluated in a subshell reading `/dev/null` so user
     /// commands cannot eat the script. `xtrace` when `debug_trace`.
+    ///
+    /// The body goes through a variable: when the subshell dies of a signal (an OOM kill),
+    /// bash reports it with the subshell's command text, which must not be the whole body
+    /// (every exported variable).
     pub fn finish(&self, debug_trace: bool) -> String {
         let mut s = String::new();
         s.push_str("trap 'exit 1' TERM\n\n");
@@ -173,7 +177,7 @@ impl ScriptWriter {
         }
         s.push_str("set -o errexit\nset +o noclobber\n");
         s.push_str(&format!(
-            "(trap 'exit 1' TERM; eval {}) < /dev/null\nexit 0\n",
+            "__oar_stage={}\n(trap 'exit 1' TERM; eval \"$__oar_stage\") < /dev/null\nexit 0\n",
             quote(&self.buf)
         ));
         s

@@ -26,9 +26,10 @@ pub struct Rule {
 /// - `pods`: `create` (the job pod), `get` (one pod, after a watch restart), `list` + `watch`
 ///   (the shared per-namespace watch, and finding the runner's pods after a manager restart),
 ///   `delete` (cleanup).
-/// - `secrets`: `create` (payload and registry credentials), `get` (an existing Secret after
-///   a create conflict), `patch` (the ownerReference to the pod, set once the pod exists, so
-///   the Secret goes with the pod), `delete` (cleanup when the pod was never created).
+/// - `secrets`: `create` (payload and registry credentials), `get` (the payload of a pod
+///   adopted after a manager restart, to report its job should the pod end without reporting),
+///   `patch` (the ownerReference to the pod, set once the pod exists, so the Secret goes with
+///   the pod), `delete` (cleanup when the pod was never created).
 /// - `events`: `list` + `watch` (scheduling and image pull failures reported to the job log).
 pub const RULES: &[Rule] = &[
     Rule {

@@ -59,7 +59,18 @@
 //!   is in the output FIFO before `done` is written, so on `done` the agent drains the FIFO
 //!   without blocking and stops reading; output of background processes the step left behind
 //!   after that is not collected.
+//! - `done <id> <code> oom <limit>`: the same, when the kernel's OOM killer killed a process of
+//!   the build container while the step ran (the container cgroup's `oom_kill` counter rose:
+//!   `memory.events` on cgroup v2, `memory.oom_control` on v1). `<limit>` is the container's
+//!   memory limit in bytes (`memory.max`, `memory.limit_in_bytes`), `-` when it has none or it
+//!   can't be read. The wrapper itself usually survives (the OOM killer picks the biggest
+//!   process, the step's); when it does not, the container ends `OOMKilled` and no event comes.
 //! - `error <id> <reason>`: a refused `run` (see above).
+//! - `exit <code>`: the wrapper is exiting on a signal (`SIGTERM`: 143, `SIGINT`: 130): the pod
+//!   is being deleted or evicted. The running step dies with it (the container's PID 1 is
+//!   gone) and gets no `done`.
+//!
+//! Fields after those listed are ignored, so a newer wrapper may say more.
 //!
 //! The wrapper also writes two internal lines into `control` for itself (`pgid <id> <pid>` and
 //! `fin <id>`); the agent never sends them and never sees them.
@@ -76,8 +87,9 @@
 //! signalled too. In both modes a process that makes itself a new session or group escapes,
 //! as it would under GitLab Runner.
 //!
-//! The wrapper traps `SIGTERM` and `SIGINT` and exits (143, 130), so deleting the pod does not
-//! wait for the termination grace period.
+//! The wrapper traps `SIGTERM` and `SIGINT`, says `exit <code>` and exits (143, 130), so deleting
+//! the pod does not wait for the termination grace period and the agent learns at once that
+//! the build container is gone.
 //!
 //! # Exit codes of the wrapper
 //!
@@ -86,8 +98,8 @@
 
 pub use oar_job::podstep::{
     CONTROL_FIFO, DEFAULT_LOGS_DIR, DEFAULT_SCRIPTS_DIR, ENV_LOGS_DIR, ENV_NO_SETSID,
-    ENV_SCRIPTS_DIR, ENV_STEP_SHELL, Event, GroupMode, Layout, PROTOCOL_VERSION, ProtocolError,
-    Request, STATUS_FIFO, StepId, exit_signal,
+    ENV_SCRIPTS_DIR, ENV_STEP_SHELL, Event, GroupMode, Layout, OomKill, PROTOCOL_VERSION,
+    ProtocolError, Request, STATUS_FIFO, StepId, exit_signal, format_bytes,
 };
 
 /// The wrapper script (POSIX `sh`). See the [module documentation](self) for the protocol.

@@ -2,8 +2,9 @@
 # oar_kube::wrapper (crates/oar-kube/src/wrapper.rs); keep both in step.
 d=${OAR_SCRIPTS_DIR:-/oar/scripts}
 l=${OAR_LOGS_DIR:-/oar/logs}
-trap 'exit 143' TERM
-trap 'exit 130' INT
+# On a signal the pod is going away: say so (once the status FIFO is open) and exit.
+trap 'echo "exit 143" 2>/dev/null >&4; exit 143' TERM
+trap 'echo "exit 130" 2>/dev/null >&4; exit 130' INT
 # The agent creates both FIFOs; wait until they exist.
 while [ ! -p "$d/control" ] || [ ! -p "$d/status" ]; do
   sleep 0.05 2>/dev/null || sleep 1
@@ -38,8 +39,31 @@ sig() {
     [ "$3" = "$pgrp" ] && kill "-$s" "$q" 2>/dev/null
   done
 }
-# run ID (a background subshell, the reporter): run the step, then report its exit code.
+# oomk: how many processes the kernel's OOM killer killed in this container's cgroup so far
+# (cgroup v2 memory.events, v1 memory.oom_control); empty when unknown.
+oomk() {
+  for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do
+    [ -r "$f" ] || continue
+    while read -r x y; do
+      [ "$x" = oom_kill ] && { echo "$y"; return; }
+    done <"$f"
+  done
+}
+# meml: the container's memory limit in bytes, - when it has none (v1 says "none" with a
+# 19-digit number, v2 with "max").
+meml() {
+  for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do
+    [ -r "$f" ] && read -r x <"$f" || continue
+    case $x in '' | *[!0-9]*) break ;; esac
+    [ ${#x} -lt 19 ] && { echo "$x"; return; }
+    break
+  done
+  echo -
+}
+# run ID (a background subshell, the reporter): run the step, then report its exit code, and
+# whether the OOM killer struck meanwhile.
 run() {
+  o=$(oomk)
   if [ -n "$ss" ]; then
     setsid "$sh" "$d/$1.sh" </dev/null >"$l/$1.out" 2>&1 3>&- 4>&- &
   else
@@ -50,7 +74,12 @@ run() {
   wait "$p"
   c=$?
   echo "fin $1" >&3
-  echo "done $1 $c" >&4
+  n=$(oomk)
+  if [ "$n" != "$o" ]; then
+    echo "done $1 $c oom $(meml)" >&4
+  else
+    echo "done $1 $c" >&4
+  fi
 }
 # cancel GRACE: TERM the step's process group now, KILL it after GRACE seconds. Until the step
 # has called setsid its group does not exist yet: signal the process itself then.

@@ -195,7 +195,7 @@ impl Agent {
                 line = self.status.next_line() => {
                     let line = line.expect("read status").expect("status never ends");
                     match Event::parse(&line).expect("well-formed event") {
-                        Event::Done { id, code } if id == step.id => {
+                        Event::Done { id, code, .. } if id == step.id => {
                             step.drain();
                             return code;
                         }
@@ -480,6 +480,8 @@ async fn wrapper_ends_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The agent learns that the build container is going away.
+    assert_eq!(agent.event().await, Event::Exited { code: 143 });
     let status = timeout(EVENT_TIMEOUT, agent.child.wait())
         .await
         .expect("wrapper exits on SIGTERM")

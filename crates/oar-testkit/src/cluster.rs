@@ -409,6 +409,77 @@ impl TestNamespace {
         name: &str,
         rules: Vec<PolicyRule>,
     ) -> Result<Client, ClusterError> {
+        let token = self.service_account_token(name, rules).await?;
+        let mut config = self.cluster.config.clone();
+        config.auth_info = AuthInfo {
+            token: Some(secrecy::SecretString::from(token)),
+            ..AuthInfo::default()
+        };
+        config.default_namespace = self.name.clone();
+        Client::try_from(config).map_err(kube_err("building the ServiceAccount client"))
+    }
+
+    /// Like [`TestNamespace::service_account_client`], but writes a kubeconfig to `path` for a
+    /// process to use (e.g. through `KUBECONFIG`): the admin kubeconfig's cluster (server and
+    /// CA), a user holding ONLY the ServiceAccount's token (no client certificate, which would
+    /// win over the token), and this namespace as the context's default. Returns the user name
+    /// the audit log records for it ([`service_account_user`]).
+    pub async fn service_account_kubeconfig(
+        &self,
+        name: &str,
+        rules: Vec<PolicyRule>,
+        path: &Path,
+    ) -> Result<String, ClusterError> {
+        let token = self.service_account_token(name, rules).await?;
+        let admin_path = &self.cluster.kubeconfig;
+        let wrap = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Kubeconfig {
+            path: admin_path.clone(),
+            source,
+        };
+        let admin = Kubeconfig::read_from(admin_path).map_err(|e| wrap(Box::new(e)))?;
+        let cluster_name = admin
+            .current_context
+            .as_deref()
+            .and_then(|cur| admin.contexts.iter().find(|c| c.name == cur))
+            .and_then(|c| c.context.as_ref())
+            .map(|c| c.cluster.clone())
+            .or_else(|| admin.clusters.first().map(|c| c.name.clone()))
+            .unwrap_or_default();
+        let cluster = admin
+            .clusters
+            .iter()
+            .find(|c| c.name == cluster_name)
+            .ok_or_else(|| wrap(format!("no cluster {cluster_name:?}").into()))?;
+        let cluster = serde_json::to_value(cluster).map_err(|e| wrap(Box::new(e)))?;
+        let user = format!("sa-{name}");
+        // JSON is YAML: any kubeconfig reader takes it.
+        let doc = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "users": [{ "name": user, "user": { "token": token } }],
+            "contexts": [{
+                "name": user,
+                "context": { "cluster": cluster_name, "user": user, "namespace": self.name },
+            }],
+            "current-context": user,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| wrap(Box::new(e)))?;
+        std::fs::write(path, text).map_err(|e| ClusterError::Kubeconfig {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        Ok(service_account_user(&self.name, name))
+    }
+
+    /// Creates ServiceAccount `name`, a Role `name` with `rules` and a RoleBinding between them,
+    /// and returns a token of that ServiceAccount (valid for an hour), once the API server's
+    /// authorizer has seen the binding.
+    pub async fn service_account_token(
+        &self,
+        name: &str,
+        rules: Vec<PolicyRule>,
+    ) -> Result<String, ClusterError> {
         let pp = PostParams::default();
         let meta = || ObjectMeta {
             name: Some(name.to_owned()),
@@ -482,14 +553,7 @@ impl TestNamespace {
             self.wait_authorized(&service_account_user(&self.name, name), &rule)
                 .await?;
         }
-
-        let mut config = self.cluster.config.clone();
-        config.auth_info = AuthInfo {
-            token: Some(secrecy::SecretString::from(token)),
-            ..AuthInfo::default()
-        };
-        config.default_namespace = self.name.clone();
-        Client::try_from(config).map_err(kube_err("building the ServiceAccount client"))
+        Ok(token)
     }
 
     /// The RBAC authorizer learns about new bindings through a watch: ask it (one

@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -217,6 +217,7 @@ async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let at = Instant::now();
+    let received = SystemTime::now();
     let path = req.uri().path().to_owned();
     let endpoint = classify(req.method(), &path);
     let record = RequestRecord {
@@ -239,6 +240,7 @@ async fn dispatch(
         reset: false,
         faulted: false,
         at,
+        received,
         elapsed: Duration::ZERO,
     };
     let (idx, action) = shared.write(|st| {

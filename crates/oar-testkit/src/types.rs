@@ -1,7 +1,7 @@
 //! Public value types: job states, endpoints, faults and the snapshots handed to tests.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -154,6 +154,9 @@ pub struct RequestRecord {
     pub faulted: bool,
     /// When the request arrived.
     pub at: Instant,
+    /// When the request arrived, by the wall clock (its head was read; the body follows): to
+    /// set beside timestamps taken elsewhere, e.g. in a job pod on the same host.
+    pub received: SystemTime,
     /// Time from arrival to the answer (zero while in flight).
     pub elapsed: Duration,
 }

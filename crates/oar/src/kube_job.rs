@@ -118,7 +118,7 @@ fn random_suffix() -> String {
 }
 
 /// Reports a failure the manager found (no pod, or a pod that could not report): the reason
-/// goes into the job log.
+/// goes into the job log, after whatever the pod's helper streamed before it stopped.
 async fn report_failure(
     reporter: &Reporter,
     log: &TraceLog,
@@ -127,8 +127,49 @@ async fn report_failure(
 ) -> JobOutcome {
     log.write(format!("\x1b[31;1mERROR: {message}\x1b[0;m\n").as_bytes());
     let outcome = JobOutcome::failed(reason, None, message.to_string());
-    reporter.finish(log, &outcome, Default::default()).await;
+    deliver(reporter, log, &outcome).await;
     outcome
+}
+
+/// Sends the manager's lines after the job log GitLab holds, and the final state.
+async fn deliver(reporter: &Reporter, log: &TraceLog, outcome: &JobOutcome) {
+    if !reporter.append_and_finish(log, outcome).await {
+        tracing::warn!(
+            state = outcome.state(),
+            "GitLab did not take the job's final state from the runner"
+        );
+    }
+}
+
+/// Reports the end of a pod whose helper did not deliver the job's final state
+/// ([`PodEnd::needs_report`]): the helper's own outcome when it finished (GitLab was
+/// unreachable from the pod), else the failure the pod could not report.
+async fn report_end(reporter: &Reporter, log: &TraceLog, end: &PodEnd) -> JobOutcome {
+    match end {
+        PodEnd::Finished(m) => {
+            let outcome = m.outcome();
+            let color = if outcome.failure.is_none() {
+                "\x1b[32;1m"
+            } else {
+                "\x1b[31;1m"
+            };
+            log.write(format!("{color}{}\x1b[0;m\n", end.log_line()).as_bytes());
+            deliver(reporter, log, &outcome).await;
+            outcome
+        }
+        _ => {
+            let outcome = outcome_of(end);
+            report_failure(
+                reporter,
+                log,
+                outcome
+                    .failure
+                    .unwrap_or(FailureReason::RunnerSystemFailure),
+                &end.log_line(),
+            )
+            .await
+        }
+    }
 }
 
 /// Runs one job in a pod. The job is acknowledged here; from the pod's start its helper owns
@@ -173,7 +214,14 @@ pub async fn run(
     }
     env.metrics.job_started(&runner.name, &env.system_id);
     let started = tokio::time::Instant::now();
-    let outcome = drive(env, exec, runner, job, slot, &reporter, &log).await;
+    let Some(outcome) = drive(env, exec, runner, job, slot, &reporter, &log).await else {
+        // Not an end: the job goes on in its pod, which reports it.
+        tracing::info!(
+            job_id,
+            "the runner is stopping: the job goes on in its pod; the next manager adopts it"
+        );
+        return None;
+    };
     let reason = outcome.failure.map(|f| f.as_str());
     env.metrics
         .job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
@@ -186,6 +234,8 @@ pub async fn run(
     Some(outcome)
 }
 
+/// Prepares the job's pod, creates it and follows it to its end. `None` when the runner stops
+/// watching first: the job goes on in its pod.
 async fn drive(
     env: &JobEnv,
     exec: &KubeExecutor,
@@ -194,18 +244,20 @@ async fn drive(
     slot: usize,
     reporter: &Reporter,
     log: &TraceLog,
-) -> JobOutcome {
+) -> Option<JobOutcome> {
     let k = runner.kubernetes.clone().unwrap_or_default();
     let mut s = match settings(runner, env, slot, slot).await {
         Ok(s) => s,
         Err(e) => {
-            return report_failure(
-                reporter,
-                log,
-                FailureReason::RunnerSystemFailure,
-                &e.to_string(),
-            )
-            .await;
+            return Some(
+                report_failure(
+                    reporter,
+                    log,
+                    FailureReason::RunnerSystemFailure,
+                    &e.to_string(),
+                )
+                .await,
+            );
         }
     };
     s.shared_builds_dir = false;
@@ -222,13 +274,15 @@ async fn drive(
     let ctx = match JobContext::new(job.clone(), s) {
         Ok(c) => c,
         Err(e) => {
-            return report_failure(
-                reporter,
-                log,
-                FailureReason::RunnerConfigurationError,
-                &e.to_string(),
-            )
-            .await;
+            return Some(
+                report_failure(
+                    reporter,
+                    log,
+                    FailureReason::RunnerConfigurationError,
+                    &e.to_string(),
+                )
+                .await,
+            );
         }
     };
     let pod_name = format!(
@@ -257,13 +311,15 @@ async fn drive(
     }) {
         Ok(b) => b,
         Err(e) => {
-            return report_failure(
-                reporter,
-                log,
-                FailureReason::RunnerConfigurationError,
-                &e.to_string(),
-            )
-            .await;
+            return Some(
+                report_failure(
+                    reporter,
+                    log,
+                    FailureReason::RunnerConfigurationError,
+                    &e.to_string(),
+                )
+                .await,
+            );
         }
     };
     let (cache_urls, mut warnings) = crate::cache::urls_for_job(&env.iam, runner, &ctx).await;
@@ -286,13 +342,15 @@ async fn drive(
     let bytes = match serde_json::to_vec(&payload) {
         Ok(b) => b,
         Err(e) => {
-            return report_failure(
-                reporter,
-                log,
-                FailureReason::RunnerSystemFailure,
-                &format!("cannot encode the job payload: {e}"),
-            )
-            .await;
+            return Some(
+                report_failure(
+                    reporter,
+                    log,
+                    FailureReason::RunnerSystemFailure,
+                    &format!("cannot encode the job payload: {e}"),
+                )
+                .await,
+            );
         }
     };
     let labels = built.pod.metadata.labels.clone().unwrap_or_default();
@@ -300,49 +358,46 @@ async fn drive(
     let pod = match exec.pods.create(&built, secret).await {
         Ok(p) => p,
         Err(e) => {
-            return report_failure(
-                reporter,
-                log,
-                FailureReason::RunnerSystemFailure,
-                &format!("cannot create the job pod: {e}"),
-            )
-            .await;
+            return Some(
+                report_failure(
+                    reporter,
+                    log,
+                    FailureReason::RunnerSystemFailure,
+                    &format!("cannot create the job pod: {e}"),
+                )
+                .await,
+            );
         }
     };
     tracing::info!(job_id = ctx.job.id, pod = %pod.display_name(), "job pod created");
     finish_pod(exec, &pod, k.poll_timeout, reporter, log).await
 }
 
-/// Waits for a job pod's end, reports what the pod could not, and deletes it.
+/// Waits for a job pod's end, reports what the pod could not, and deletes it. `None` when the
+/// manager stops watching first (draining): the pod is left to finish on its own.
 async fn finish_pod(
     exec: &KubeExecutor,
     pod: &JobPod,
     poll_timeout: Duration,
     reporter: &Reporter,
     log: &TraceLog,
-) -> JobOutcome {
+) -> Option<JobOutcome> {
     let end = exec.pods.wait(pod, poll_timeout).await;
-    let outcome = outcome_of(&end);
-    if end.needs_report() {
-        report_failure(
-            reporter,
-            log,
-            outcome
-                .failure
-                .unwrap_or(FailureReason::RunnerSystemFailure),
-            &end.log_line(),
-        )
-        .await;
+    if matches!(end, PodEnd::Unwatched { .. }) {
+        return None;
     }
-    if !matches!(end, PodEnd::Unwatched { .. }) {
-        exec.pods.cleanup(pod).await;
-    }
-    outcome
+    let outcome = if end.needs_report() {
+        report_end(reporter, log, &end).await
+    } else {
+        outcome_of(&end)
+    };
+    exec.pods.cleanup(pod).await;
+    Some(outcome)
 }
 
 fn outcome_of(end: &PodEnd) -> JobOutcome {
-    if end.is_success() {
-        return JobOutcome::success();
+    if let PodEnd::Finished(m) = end {
+        return m.outcome();
     }
     let reason = match end.failure_reason() {
         Some("image_pull_failure") => FailureReason::ImagePullFailure,
@@ -360,15 +415,88 @@ pub fn adoptable(exec: &KubeExecutor) -> Vec<JobPod> {
 }
 
 /// Follows a job pod a previous manager created until it ends, then cleans up. The pod's
-/// helper reports the job itself; a pod that ends without reporting is logged here (the job
-/// token to report it with is in the pod's Secret, which this manager does not read).
-pub async fn adopt(exec: &KubeExecutor, pod: JobPod) {
-    tracing::info!(pod = %pod.display_name(), "adopting a job pod left by a previous manager");
-    let end = exec.pods.wait(&pod, Duration::from_secs(3600)).await;
+/// helper reports the job itself. For a pod that ends without reporting (OOM, deleted, helper
+/// killed), the manager reports the failure with the job's token, read from the pod's payload
+/// Secret when the pod is adopted (a Secret goes with its pod, so it is read while it exists).
+pub async fn adopt(env: &JobEnv, exec: &KubeExecutor, runner: &RunnerConfig, pod: JobPod) {
+    let started = tokio::time::Instant::now();
+    tracing::info!(pod = %pod.display_name(), job_id = pod.job_id(), "adopting a job pod left by a previous manager");
+    // The payload (one `get` Secret) is only needed should the pod end without reporting.
+    let reported = exec.pods.list().into_iter().any(|info| {
+        info.uid == pod.uid() && info.end.as_ref().is_some_and(|end| !end.needs_report())
+    });
+    let mut payload = if reported {
+        None
+    } else {
+        read_payload(exec, &pod).await
+    };
+    let poll_timeout = runner
+        .kubernetes
+        .as_ref()
+        .map_or(Duration::from_secs(180), |k| k.poll_timeout);
+    let end = exec.pods.wait(&pod, poll_timeout).await;
+    if matches!(end, PodEnd::Unwatched { .. }) {
+        tracing::info!(pod = %pod.display_name(), "leaving the adopted job pod to the next manager");
+        return;
+    }
     if end.needs_report() {
-        tracing::warn!(pod = %pod.display_name(), end = %end.log_line(), "an adopted job pod ended without reporting its job");
+        if payload.is_none() {
+            payload = read_payload(exec, &pod).await;
+        }
+        match payload {
+            Some(payload) => report_adopted(env, runner, payload, &end).await,
+            None => tracing::warn!(pod = %pod.display_name(), end = %end.log_line(),
+                "an adopted job pod ended without reporting its job, and its payload Secret is gone: cannot report the job"),
+        }
     }
-    if !matches!(end, PodEnd::Unwatched { .. }) {
-        exec.pods.cleanup(&pod).await;
+    exec.pods.cleanup(&pod).await;
+    tracing::info!(pod = %pod.display_name(), job_id = pod.job_id(), end = %end.log_line(),
+        duration_s = started.elapsed().as_secs_f64(), "adopted job pod done");
+}
+
+/// The payload of an adopted pod's job, or `None` (logged) when it cannot be read.
+async fn read_payload(exec: &KubeExecutor, pod: &JobPod) -> Option<AgentPayload> {
+    match exec.pods.payload(pod).await {
+        Ok(Some(bytes)) => match AgentPayload::from_json(&bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(pod = %pod.display_name(), error = %e, "cannot read an adopted job pod's payload");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(pod = %pod.display_name(), error = %e, "cannot read an adopted job pod's payload");
+            None
+        }
     }
+}
+
+/// Reports the end of an adopted pod's job that its helper did not deliver, as [`finish_pod`]
+/// does for the pods this manager created.
+async fn report_adopted(env: &JobEnv, runner: &RunnerConfig, payload: AgentPayload, end: &PodEnd) {
+    let job = payload.job;
+    let mut phrases: Vec<String> = job
+        .variables
+        .iter()
+        .filter(|v| v.masked && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect();
+    phrases.push(job.token.expose().to_string());
+    phrases.push(runner.token.expose_secret().to_string());
+    let log = TraceLog::new(TraceLogOptions {
+        limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        phrases,
+        token_prefixes: job.features.token_mask_prefixes.clone(),
+    });
+    let reporter = Reporter::new(
+        env.client.clone(),
+        job.id,
+        job.token.clone(),
+        env.info.clone(),
+        job.features.failure_reasons.clone(),
+        env.reporter.clone(),
+    );
+    tracing::warn!(job_id = job.id, end = %end.log_line(), "an adopted job pod ended without reporting its job; reporting it");
+    report_end(&reporter, &log, end).await;
 }

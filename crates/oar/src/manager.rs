@@ -214,11 +214,15 @@ async fn connect_kube(
     env.kube = Some(Arc::clone(&exec));
     let runner_slots = shared.slots_for(runner);
     for pod in crate::kube_job::adoptable(&exec) {
-        let global = shared.global.acquire().await;
-        let local = runner_slots.acquire().await;
-        let exec = Arc::clone(&exec);
+        // More pods than slots (a lower `concurrent` than the previous manager's): the next
+        // waits until one ends. Draining leaves the rest to the next manager.
+        let (global, local) = tokio::select! {
+            slots = async { (shared.global.acquire().await, runner_slots.acquire().await) } => slots,
+            _ = shared.drain.cancelled() => return None,
+        };
+        let (env, exec, runner) = (env.clone(), Arc::clone(&exec), Arc::clone(runner));
         shared.jobs.spawn(async move {
-            crate::kube_job::adopt(&exec, pod).await;
+            crate::kube_job::adopt(&env, &exec, &runner, pod).await;
             drop((global, local));
         });
     }

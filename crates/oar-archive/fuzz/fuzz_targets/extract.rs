@@ -15,7 +15,9 @@ use libfuzzer_sys::fuzz_target;
 use oar_archive::archive::{Limits, extract};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let bytes = match mode % 3 {
         0 => rest.to_vec(),
         1 => match zstd::encode_all(rest, 1) {
@@ -38,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
     let archive = archives.path().join("archive");
     fs::write(&archive, &bytes).expect("write input");
     let target = outer.path().join("target");
-    let limits = Limits { max_bytes: 32 << 20, max_entries: 10_000 };
+    let limits = Limits {
+        max_bytes: 32 << 20,
+        max_entries: 10_000,
+    };
     let _ = extract(&archive, &target, &limits);
 
     // Nothing next to the target.
@@ -46,12 +51,19 @@ fuzz_target!(|data: &[u8]| {
         .expect("read outer")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert!(names.is_empty() || names == [std::ffi::OsString::from("target")], "escaped: {names:?}");
+    assert!(
+        names.is_empty() || names == [std::ffi::OsString::from("target")],
+        "escaped: {names:?}"
+    );
     let others: Vec<_> = fs::read_dir(archives.path())
         .expect("read archives")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(others, [std::ffi::OsString::from("archive")], "escaped into the archive dir");
+    assert_eq!(
+        others,
+        [std::ffi::OsString::from("archive")],
+        "escaped into the archive dir"
+    );
 
     // No symlink inside resolves outside.
     if target.exists() {
@@ -64,10 +76,17 @@ fn check_links(root: &Path, dir: &Path) {
     let Ok(read) = fs::read_dir(dir) else { return };
     for entry in read.flatten() {
         let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.file_type().is_symlink() {
             if let Ok(resolved) = fs::canonicalize(&path) {
-                assert!(resolved.starts_with(root), "{} resolves to {}", path.display(), resolved.display());
+                assert!(
+                    resolved.starts_with(root),
+                    "{} resolves to {}",
+                    path.display(),
+                    resolved.display()
+                );
             }
             let target = fs::read_link(&path).expect("readlink");
             assert!(target.is_relative(), "{} is absolute", path.display());

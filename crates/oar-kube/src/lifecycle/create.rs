@@ -1,15 +1,18 @@
-//! Creating a job's objects: Secret(s), Pod, then the Secrets' ownerReference to the Pod.
+//! Creating a job's objects: its Secret, its Pod, then the Secret's ownerReference to the Pod.
 //!
-//! Three writes for a job without registry credentials (five with them), and the same calls
-//! after a manager restart between two of them: an `AlreadyExists` for the same job is adopted.
+//! Three writes per job, and the same calls after a manager restart between two of them: an
+//! `AlreadyExists` for the same job is adopted. The job's registry credentials (GitLab sends
+//! some with nearly every job) do not cost a Secret of their own: they go into the payload
+//! Secret, which then has the type the kubelet requires of an image pull Secret
+//! (`kubernetes.io/dockerconfigjson`), and the pod pulls with it ([`merge_registry_secret`]).
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{KeyToPath, LocalObjectReference, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::error::{LifecycleError, is_already_exists, is_not_found};
-use crate::pod::{BuiltPod, LABEL_JOB_ID};
+use crate::pod::{BuiltPod, LABEL_JOB_ID, PAYLOAD_KEY};
 
 /// What [`create_objects`] made.
 #[derive(Debug, Clone)]
@@ -90,16 +93,68 @@ fn prepare_secret(
     Ok(secret)
 }
 
-/// Creates the registry Secret (if any) and the payload Secret, the Pod, then points the
-/// Secrets' ownerReference at the Pod. On a failure to create the pod, the Secrets created
-/// here are deleted again.
+/// Puts the registry credentials Secret's data into the payload Secret, which takes its type
+/// (`kubernetes.io/dockerconfigjson`: the kubelet reads image pull credentials only from
+/// Secrets of that type, and the API server only checks that `.dockerconfigjson` is JSON), and
+/// points the pod's `imagePullSecrets` entry at the payload Secret. The helper's payload volume
+/// then projects only the payload key. One Secret per job: one create, one patch.
+pub(crate) fn merge_registry_secret(pod: &mut Pod, payload: &mut Secret, registry: &Secret) {
+    let payload_name = payload.metadata.name.clone().unwrap_or_default();
+    let registry_name = registry.metadata.name.clone().unwrap_or_default();
+    if let Some(kind) = &registry.type_ {
+        payload.type_ = Some(kind.clone());
+    }
+    let data = payload.data.get_or_insert_with(Default::default);
+    for (key, value) in registry.data.iter().flatten() {
+        data.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let mut pulls_with_payload = false;
+    for reference in spec.image_pull_secrets.iter_mut().flatten() {
+        if reference.name == registry_name || reference.name == payload_name {
+            reference.name.clone_from(&payload_name);
+            pulls_with_payload = true;
+        }
+    }
+    if !pulls_with_payload {
+        spec.image_pull_secrets
+            .get_or_insert_with(Vec::new)
+            .push(LocalObjectReference {
+                name: payload_name.clone(),
+            });
+    }
+    for volume in spec.volumes.iter_mut().flatten() {
+        if let Some(source) = volume
+            .secret
+            .as_mut()
+            .filter(|s| s.secret_name.as_deref() == Some(payload_name.as_str()))
+        {
+            source.items.get_or_insert_with(|| {
+                vec![KeyToPath {
+                    key: PAYLOAD_KEY.to_owned(),
+                    path: PAYLOAD_KEY.to_owned(),
+                    mode: None,
+                }]
+            });
+        }
+    }
+}
+
+/// Creates the payload Secret (with the registry credentials, if any), the Pod, then points
+/// the Secret's ownerReference at the Pod. On a failure to create the pod, the Secret created
+/// here is deleted again.
 pub(crate) async fn create_objects(
     client: &Client,
     built: &BuiltPod,
-    payload_secret: Secret,
+    mut payload_secret: Secret,
 ) -> Result<Created, LifecycleError> {
     let namespace = built.namespace.as_str();
     let mut pod = built.pod.clone();
+    if let Some(registry) = &built.registry_secret {
+        merge_registry_secret(&mut pod, &mut payload_secret, registry);
+    }
     let name = pod
         .metadata
         .name
@@ -123,29 +178,13 @@ pub(crate) async fn create_objects(
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
 
-    let mut to_own = Vec::new();
+    let secret = prepare_secret(payload_secret, namespace, "payload Secret")?;
+    let secret_name = secret.metadata.name.clone().unwrap_or_default();
     let mut created_here = Vec::new();
-    let all_secrets = built
-        .registry_secret
-        .clone()
-        .map(|s| (s, "registry Secret"))
-        .into_iter()
-        .chain([(payload_secret, "payload Secret")]);
-    for (secret, what) in all_secrets {
-        let secret = prepare_secret(secret, namespace, what)?;
-        let secret_name = secret.metadata.name.clone().unwrap_or_default();
-        match create_secret(&secrets, &secret, namespace).await {
-            Ok(SecretOutcome::Created) => created_here.push(secret_name.clone()),
-            Ok(SecretOutcome::Existed) => {}
-            Err(e) => {
-                for s in &created_here {
-                    delete_secret_quietly(&secrets, namespace, s).await;
-                }
-                return Err(e);
-            }
-        }
-        to_own.push(secret_name);
+    if let SecretOutcome::Created = create_secret(&secrets, &secret, namespace).await? {
+        created_here.push(secret_name.clone());
     }
+    let to_own = vec![secret_name];
 
     let (created, adopted) = match pods.create(&PostParams::default(), &pod).await {
         Ok(created) => (created, false),

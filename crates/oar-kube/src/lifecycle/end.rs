@@ -153,10 +153,11 @@ impl PodEnd {
     }
 
     /// Whether the manager must send the job's final state to GitLab: always, except when the
-    /// helper says it delivered it, and for [`PodEnd::Unwatched`].
+    /// helper says it delivered it or that GitLab canceled the job, and for
+    /// [`PodEnd::Unwatched`].
     pub fn needs_report(&self) -> bool {
         match self {
-            PodEnd::Finished(m) => !m.delivered,
+            PodEnd::Finished(m) => !m.delivered && m.state != FinalState::Canceled,
             PodEnd::Unwatched { .. } => false,
             _ => true,
         }
@@ -479,6 +480,10 @@ pub fn pod_end(pod: &Pod) -> Option<PodEnd> {
     for name in [BUILD_CONTAINER, HELPER_CONTAINER] {
         if let Some(t) = container_status(pod, name).and_then(terminated)
             && t.reason.as_deref() == Some("OOMKilled")
+            // The runtime says `OOMKilled` when the OOM killer struck any process of the
+            // container. A build container that exited 0 was told to by the helper: the OOM
+            // kill hit a step, which the wrapper reported, and the helper reports the job.
+            && !(name == BUILD_CONTAINER && t.exit_code == 0)
         {
             return Some(PodEnd::OomKilled {
                 container: name.to_owned(),
@@ -878,6 +883,18 @@ mod tests {
                 memory_limit: None
             })
         );
+        // A step was OOM-killed, the wrapper survived and exited when told to: the helper,
+        // still running, reports the job.
+        let p = pod(
+            json!({}),
+            statuses(
+                "Running",
+                terminated(0, "OOMKilled", None),
+                running(),
+                running(),
+            ),
+        );
+        assert_eq!(pod_end(&p), None);
         // A service killed for memory does not end the job (as in GitLab Runner).
         let p = pod(
             json!({}),

@@ -12,10 +12,13 @@
 //!   watch's events: no polling.
 //! - Per job ([`JobPods::create`], [`JobPods::cleanup`]): `create` Secret, `create` Pod,
 //!   `patch` Secret (its ownerReference, so the Secret is garbage-collected with the Pod),
-//!   `delete` Pod: 4 writes. A registry Secret adds a create and a patch.
+//!   `delete` Pod: 4 writes. The job's registry credentials go into that same Secret.
 //! - A `get` Pod only off the normal path: after an `AlreadyExists` (adoption), and when a
 //!   timed failure (`poll_timeout`, image pull grace) is due while the watch is broken or has
 //!   not shown the pod yet, to confirm it with fresh data.
+//! - A `get` Secret only for a pod adopted after a restart ([`JobPods::payload`]): the new
+//!   manager reads the job's payload (its id and token) so that it can report the job when the
+//!   pod ends without reporting it.
 //!
 //! All of it fits [`crate::rbac::RULES`].
 //!
@@ -299,10 +302,11 @@ impl JobPods {
             })
     }
 
-    /// Creates the job's payload Secret (and the registry Secret, if any), then its Pod, then
-    /// sets the Secrets' ownerReference to the Pod so they are garbage-collected with it.
+    /// Creates the job's payload Secret (holding the registry credentials too, if any: see
+    /// [`BuiltPod::registry_secret`]), then its Pod, then sets the Secret's ownerReference to
+    /// the Pod so it is garbage-collected with it.
     ///
-    /// Three writes per job (five with registry credentials). An `AlreadyExists` for the same
+    /// Three writes per job. An `AlreadyExists` for the same
     /// job (a manager restarted between these calls) is adopted; a pod of another job under
     /// the same name is a [`LifecycleError::Conflict`]. When the pod cannot be created, the
     /// Secrets created here are deleted again. A Secret whose ownerReference could not be set
@@ -352,6 +356,45 @@ impl JobPods {
         }
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
+    }
+
+    /// The job payload the pod's helper reads ([`crate::pod::PAYLOAD_KEY`] of the Secret named
+    /// after the pod), for a manager that adopted the pod and must report its job should the pod
+    /// end without reporting. One `get` Secret. `Ok(None)` when the Secret is gone or is not
+    /// this pod's (its ownerReference names another pod, or its job label differs).
+    pub async fn payload(&self, pod: &JobPod) -> Result<Option<Vec<u8>>, LifecycleError> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let secret = secrets
+            .get_opt(&pod.name)
+            .await
+            .map_err(LifecycleError::api(format!(
+                "reading Secret {}/{}",
+                pod.namespace, pod.name
+            )))?;
+        let Some(secret) = secret else {
+            return Ok(None);
+        };
+        let owners = secret
+            .metadata
+            .owner_references
+            .as_deref()
+            .unwrap_or_default();
+        let ours = if owners.is_empty() {
+            let label = secret
+                .labels()
+                .get(LABEL_JOB_ID)
+                .and_then(|j| j.parse().ok());
+            label.is_some() && label == pod.job_id
+        } else {
+            owners.iter().any(|o| o.kind == "Pod" && o.uid == pod.uid)
+        };
+        if !ours {
+            return Ok(None);
+        }
+        Ok(secret
+            .data
+            .and_then(|mut d| d.remove(crate::pod::PAYLOAD_KEY))
+            .map(|b| b.0))
     }
 
     /// How many of this runner's pods have not ended (and are not being deleted): the jobs

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Pod, Secret, SecretVolumeSource, Volume};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -159,49 +159,59 @@ async fn create_issues_secret_create_pod_create_secret_patch() {
 }
 
 #[tokio::test]
-async fn registry_secret_is_created_first_and_owned_by_the_pod_too() {
+async fn registry_credentials_go_into_the_payload_secret_the_pod_pulls_with() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let registry = format!("{NAME}-registry");
-    let server = tokio::spawn({
-        let registry = registry.clone();
-        async move {
-            let mut handle = std::pin::pin!(handle);
-            let mut seen = Vec::new();
-            for _ in 0..5 {
-                let (m, path, _, body, reply) = next(&mut handle).await;
-                let mut answer = body.clone();
-                if path == pods_path() {
-                    answer["metadata"]["uid"] = "uid-1".into();
-                }
-                if m == Method::PATCH {
-                    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-                    answer = serde_json::to_value(payload()).unwrap();
-                }
-                let target = body["metadata"]["name"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| path.rsplit('/').next().unwrap().to_owned());
-                seen.push(format!("{m} {target}"));
-                respond(reply, StatusCode::CREATED, &answer);
-            }
-            assert!(handle.next_request().await.is_none());
-            assert_eq!(
-                seen,
-                [
-                    format!("POST {registry}"),
-                    format!("POST {NAME}"),
-                    format!("POST {NAME}"),
-                    format!("PATCH {registry}"),
-                    format!("PATCH {NAME}"),
-                ]
-            );
-        }
+    let server = tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        let (m, path, _, body, reply) = next(&mut handle).await;
+        assert_eq!((m, path.as_str()), (Method::POST, secrets_path().as_str()));
+        assert_eq!(body["metadata"]["name"], NAME);
+        assert_eq!(body["type"], "kubernetes.io/dockerconfigjson");
+        assert!(body["data"]["payload.json"].is_string(), "{body}");
+        assert!(body["data"][".dockerconfigjson"].is_string(), "{body}");
+        respond(reply, StatusCode::CREATED, &body);
+
+        let (m, path, _, body, reply) = next(&mut handle).await;
+        assert_eq!((m, path.as_str()), (Method::POST, pods_path().as_str()));
+        assert_eq!(body["spec"]["imagePullSecrets"], json!([{ "name": NAME }]));
+        assert_eq!(
+            body["spec"]["volumes"][0]["secret"],
+            json!({ "secretName": NAME, "items": [{ "key": "payload.json", "path": "payload.json" }] })
+        );
+        let mut created = body.clone();
+        created["metadata"]["uid"] = "uid-1".into();
+        respond(reply, StatusCode::CREATED, &created);
+
+        let (m, path, _, body, reply) = next(&mut handle).await;
+        assert_eq!(m, Method::PATCH);
+        assert_eq!(path, format!("{}/{NAME}", secrets_path()));
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        respond(
+            reply,
+            StatusCode::OK,
+            &serde_json::to_value(payload()).unwrap(),
+        );
+        assert!(handle.next_request().await.is_none(), "a fourth request");
     });
     let mut with_registry = built();
+    let spec = with_registry.pod.spec.as_mut().unwrap();
+    spec.image_pull_secrets = Some(vec![LocalObjectReference {
+        name: registry.clone(),
+    }]);
+    spec.volumes = Some(vec![Volume {
+        name: "payload".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(NAME.to_owned()),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }]);
     with_registry.registry_secret = Some(
         serde_json::from_value(json!({
             "metadata": { "name": registry, "namespace": NS },
             "type": "kubernetes.io/dockerconfigjson",
+            "data": { ".dockerconfigjson": "e30=" },
         }))
         .unwrap(),
     );

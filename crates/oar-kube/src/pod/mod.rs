@@ -77,8 +77,8 @@ use crate::{glob, patch, wrapper};
 use overwrites::Overwrites;
 use services::ServiceSpec;
 
-/// The build container's name.
-pub const BUILD_CONTAINER: &str = "build";
+/// The build container's name (the step protocol's, [`oar_job::podstep::BUILD_CONTAINER`]).
+pub const BUILD_CONTAINER: &str = oar_job::podstep::BUILD_CONTAINER;
 /// The helper container's name.
 pub const HELPER_CONTAINER: &str = "helper";
 /// Prefix of service containers without a usable alias (`svc-0`, `svc-1`, ...).
@@ -157,7 +157,8 @@ pub struct BuiltPod {
     /// Its namespace (also in `pod.metadata.namespace`).
     pub namespace: String,
     /// The per-job registry credentials Secret (`kubernetes.io/dockerconfigjson`), already
-    /// referenced from `imagePullSecrets`; create it before the pod.
+    /// referenced from `imagePullSecrets`. The lifecycle does not create it as such: it merges
+    /// it into the job's payload Secret (one Secret per job) and points `imagePullSecrets` there.
     pub registry_secret: Option<Secret>,
     /// Things the job log should say (ignored settings and overwrites).
     pub warnings: Vec<String>,

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod kube;
+pub mod kube_run;
+
 use oar_testkit::{FakeGitlab, JobSnapshot, TlsOptions};
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -1,0 +1,603 @@
+//! End to end on the real test cluster (`scripts/cluster up`): how jobs end in their pods.
+//! Each test runs the real `oar run-single` with a Kubernetes runner against FakeGitlab and
+//! checks the job's state, failure reason and log as GitLab stores them, and that nothing is
+//! left in the namespace. Skipped loudly without a cluster, unless `OAR_REQUIRE_CLUSTER=1`.
+
+mod common;
+
+use common::JOB_WAIT;
+use common::kube::{
+    assert_nothing_left, finish_run, run_single, setup, spawn_run_single, write_kube_config,
+};
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{EvictParams, PostParams};
+use kube::runtime::watcher;
+use oar_testkit::cluster::{ADMIN_USER, BUSYBOX_IMAGE, wait_for};
+use oar_testkit::s3::S3Server;
+use oar_testkit::{JobSnapshot, JobSpec, JobState};
+use serde_json::json;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The distributed cache on the in-process S3 server (job pods use the host network, so they
+/// reach it on 127.0.0.1).
+fn s3_cache(s3: &S3Server) -> String {
+    format!(
+        "  [runners.cache]\n    Type = \"s3\"\n    Shared = false\n    Path = \"ci\"\n    [runners.cache.s3]\n      ServerAddress = \"{}\"\n      AccessKey = \"{}\"\n      SecretKey = \"{}\"\n      BucketName = \"{}\"\n      BucketLocation = \"us-east-1\"\n      Insecure = true\n      AuthenticationType = \"access-key\"\n",
+        s3.server_address(),
+        s3.access_key(),
+        s3.secret_key(),
+        s3.bucket()
+    )
+}
+
+/// A TCP port nobody listens on right now (job pods share the host's network).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The job, once FakeGitlab has its final state; the runner's stderr when it has none.
+async fn finished(f: &common::Fixture, id: i64, out: Option<&Output>) -> JobSnapshot {
+    match f.gl.wait_job_finished(id, JOB_WAIT).await {
+        Ok(job) => job,
+        Err(e) => panic!(
+            "{e}\n--- oar stderr:\n{}",
+            out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a failed job: its reason, and that its log says `needle`.
+fn assert_failed(job: &JobSnapshot, reason: &str, needle: &str, out: &Output) {
+    let trace = job.trace_str();
+    assert_eq!(
+        job.state,
+        JobState::Failed,
+        "{trace}\n--- oar stderr:\n{}",
+        stderr(out)
+    );
+    assert_eq!(
+        job.failure_reason.as_deref(),
+        Some(reason),
+        "{trace}\n--- oar stderr:\n{}",
+        stderr(out)
+    );
+    assert!(
+        trace.contains(needle),
+        "the job log lacks {needle:?}:\n{trace}\n--- oar stderr:\n{}",
+        stderr(out)
+    );
+}
+
+/// The job log's last line says `needle`: the manager's reason comes last, after whatever the
+/// pod's helper streamed.
+fn assert_last_line(job: &JobSnapshot, needle: &str) {
+    let trace = job.trace_str();
+    let last = trace.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(needle),
+        "the last line lacks {needle:?}:\n{trace}"
+    );
+}
+
+/// The final update was accepted with a checksum and bytesize that are right, or without any
+/// (a manager that reports after the pod streamed part of the log can't know them).
+fn assert_final_update_consistent(job: &JobSnapshot) {
+    assert!(
+        job.checksum_matches || (job.final_checksum.is_none() && job.final_bytesize.is_none()),
+        "checksum {:?} / bytesize {:?} do not match the {} stored bytes",
+        job.final_checksum,
+        job.final_bytesize,
+        job.trace.len()
+    );
+}
+
+/// A pod's name and its `spec.serviceAccountName`.
+type SeenPod = (String, Option<String>);
+
+/// The pods created in a namespace while it runs, with their ServiceAccount (a watch started
+/// before the runner, so no pod escapes it).
+struct PodLog {
+    seen: Arc<Mutex<Vec<SeenPod>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodLog {
+    async fn start(ns: &oar_testkit::cluster::TestNamespace) -> PodLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stream = watcher(ns.api::<Pod>(), watcher::Config::default());
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let mut ready = Some(ready_tx);
+                let mut stream = std::pin::pin!(stream);
+                while let Ok(Some(event)) = stream.try_next().await {
+                    let pod = match event {
+                        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
+                        watcher::Event::InitDone => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let sa = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone());
+                    let mut seen = seen.lock().unwrap();
+                    if !seen.iter().any(|(n, _)| n == &name) {
+                        seen.push((name, sa));
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .expect("the pod watch lists")
+            .expect("the pod watch runs");
+        PodLog { seen, task }
+    }
+
+    fn pods(&self) -> Vec<SeenPod> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PodLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Services, artifacts, a distributed cache and after_script: the job succeeds with a
+/// byte-exact log, its artifacts reach the next job through `dependencies`, its cache comes
+/// back in a second job's fresh pod from S3, and nothing is left behind.
+#[tokio::test]
+async fn services_artifacts_cache_and_after_script_work_in_a_pod() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-full").await else {
+        return;
+    };
+    let started = Instant::now();
+    let s3 = S3Server::start("runner-cache").await.unwrap();
+    write_kube_config(&f, ns.name(), "", &s3_cache(&s3));
+    f.gl.create_repo("acme/widget", &[("README.md", "hello from the repo\n")])
+        .unwrap();
+    let port = free_port();
+    let serve = format!(
+        "mkdir -p /tmp/www && echo svc-marker-7f3a > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www"
+    );
+    // Bash's /dev/tcp: the Debian image has no HTTP client. The service may still be starting.
+    let fetch = format!(
+        r#"fetch() {{ for i in $(seq 1 100); do if (exec 3<>"/dev/tcp/$1/{port}" && printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3 && cat <&3) >"/tmp/$1.out" 2>/dev/null; then grep -q svc-marker-7f3a "/tmp/$1.out" && return 0; fi; sleep 0.1; done; return 1; }}"#
+    );
+    let build = f.gl.enqueue_job(
+        JobSpec::new("acme/widget")
+            .name("build")
+            .services(json!([{
+                "name": BUSYBOX_IMAGE,
+                "alias": "web",
+                "entrypoint": ["sh", "-c"],
+                "command": [serve],
+            }]))
+            .script([
+                fetch.as_str(),
+                "fetch 127.0.0.1 && echo 'service at 127.0.0.1: ok'",
+                "fetch web && echo 'service as web: ok'",
+                "mkdir -p out vendor",
+                "echo artifact-from-build > out/a.txt",
+                "echo cached-by-build > vendor/lib.txt",
+            ])
+            .after_script(["echo \"after status=$CI_JOB_STATUS\""])
+            .artifacts(json!([{ "paths": ["out/"], "when": "on_success" }]))
+            .cache(json!([{
+                "key": "deps-$CI_COMMIT_REF_NAME", "paths": ["vendor/"],
+                "policy": "pull-push", "when": "on_success", "untracked": false
+            }])),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, build, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(
+        job.state,
+        JobState::Success,
+        "{trace}\n--- oar stderr:\n{}",
+        stderr(&out)
+    );
+    assert!(job.checksum_matches, "{trace}");
+    assert!(trace.contains("service at 127.0.0.1: ok"), "{trace}");
+    assert!(trace.contains("service as web: ok"), "{trace}");
+    assert!(trace.contains("after status=success"), "{trace}");
+    assert_eq!(job.artifacts.len(), 1, "{trace}");
+    let keys = s3.object_keys();
+    assert!(
+        keys.len() == 1 && keys[0].ends_with("/deps-main"),
+        "{keys:?}\n{trace}"
+    );
+    assert_nothing_left(&ns).await;
+
+    // A fresh pod: the artifacts come from FakeGitlab, the cache from S3.
+    let test = f.gl.enqueue_job(
+        JobSpec::new("acme/widget")
+            .name("test")
+            .dependencies(&[build])
+            .script(["cat out/a.txt", "cat vendor/lib.txt"])
+            .cache(json!([{
+                "key": "deps-$CI_COMMIT_REF_NAME", "paths": ["vendor/"],
+                "policy": "pull", "when": "on_success", "untracked": false
+            }])),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, test, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(job.checksum_matches, "{trace}");
+    assert!(trace.contains("Downloading artifacts for build"), "{trace}");
+    assert!(trace.contains("artifact-from-build"), "{trace}");
+    assert!(trace.contains("cached-by-build"), "{trace}");
+    assert_eq!(f.gl.violations(), Vec::<String>::new());
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A graceful cancel from GitLab stops the script; after_script still runs and the job ends
+/// canceled.
+#[tokio::test]
+async fn a_canceled_job_runs_after_script_and_ends_canceled() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-cancel").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(&f, ns.name(), "", "");
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script(["for i in $(seq 1 600); do echo tick $i; sleep 0.1; done"])
+            .after_script(["echo \"after status=$CI_JOB_STATUS\""]),
+    );
+    let run = spawn_run_single(&f, &cluster, 1);
+    f.gl.wait_trace_contains(id, "tick 2", JOB_WAIT)
+        .await
+        .unwrap();
+    f.gl.cancel_job(id);
+    let out = finish_run(run).await;
+    let job = finished(&f, id, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Canceled, "{trace}");
+    assert!(trace.contains("after status=canceled"), "{trace}");
+    assert!(!trace.contains("tick 600"), "{trace}");
+    assert!(job.checksum_matches, "{trace}");
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A job past its timeout fails with `job_execution_timeout`; after_script runs.
+#[tokio::test]
+async fn a_job_past_its_timeout_fails_with_job_execution_timeout() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-timeout").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(&f, ns.name(), "", "");
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .timeout(5)
+            .script(["echo sleeping", "sleep 120"])
+            .after_script(["echo \"after status=$CI_JOB_STATUS\""]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    assert_failed(
+        &job,
+        "job_execution_timeout",
+        "execution took longer than 5s seconds",
+        &out,
+    );
+    let trace = job.trace_str();
+    assert!(trace.contains("after status=timedout"), "{trace}");
+    assert!(job.checksum_matches, "{trace}");
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A script that exits 3 fails the job with `script_failure` and exit code 3.
+#[tokio::test]
+async fn a_failing_script_fails_with_script_failure_and_its_exit_code() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-exit").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(&f, ns.name(), "", "");
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script(["echo about to fail", "exit 3"])
+            .after_script(["echo \"after status=$CI_JOB_STATUS\""]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    assert_failed(
+        &job,
+        "script_failure",
+        "ERROR: Job failed: exit status 3",
+        &out,
+    );
+    assert_eq!(job.exit_code, Some(3));
+    let trace = job.trace_str();
+    assert!(trace.contains("after status=failed"), "{trace}");
+    assert!(job.checksum_matches, "{trace}");
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// An image that is not there (pull policy never) fails the job with `image_pull_failure`,
+/// reported by the manager, the image named in the job log.
+#[tokio::test]
+async fn a_missing_image_fails_with_image_pull_failure_naming_it() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-pull").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(&f, ns.name(), "", "");
+    let image = "oar.test/does-not-exist:1.0";
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .image(json!({ "name": image }))
+            .script(["echo never runs"]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    assert_failed(&job, "image_pull_failure", image, &out);
+    let trace = job.trace_str();
+    assert!(trace.contains("ErrImageNeverPull"), "{trace}");
+    assert!(!trace.contains("never runs"), "{trace}");
+    assert_last_line(&job, image);
+    assert_final_update_consistent(&job);
+    // The one liberty: no checksum when the pod's helper had streamed part of the log.
+    let violations = f.gl.violations();
+    assert!(
+        violations
+            .iter()
+            .all(|v| v.ends_with("final update without output.checksum")),
+        "{violations:?}"
+    );
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A build container past its memory limit fails the job with a message naming the
+/// container and the limit.
+#[tokio::test]
+async fn a_job_past_its_memory_limit_fails_naming_the_container_and_limit() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-oom").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(&f, ns.name(), "    memory_limit = \"32Mi\"", "");
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script([
+                "echo allocating",
+                "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+                "echo survived",
+            ]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Failed, "{trace}\n{}", stderr(&out));
+    assert!(trace.contains("allocating"), "{trace}");
+    assert!(!trace.contains("survived"), "{trace}");
+    assert!(
+        trace.contains(
+            "Container \"build\" ran out of memory: the kernel's OOM killer ended the step, \
+             which used more than the container's memory limit of 32Mi"
+        ),
+        "{trace}\n{}",
+        stderr(&out)
+    );
+    // The step's text is not dumped into the log by bash's report of the kill.
+    assert!(!trace.contains("export CI_JOB_ID"), "{trace}");
+    assert_eq!(
+        job.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{trace}"
+    );
+    assert_final_update_consistent(&job);
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A job pod evicted through the Eviction API while its script runs: the job fails with a
+/// message saying so.
+#[tokio::test]
+async fn an_evicted_job_pod_fails_the_job_with_a_readable_message() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-evict").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(&f, ns.name(), "", "");
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script(["for i in $(seq 1 600); do echo tick $i; sleep 0.1; done"]),
+    );
+    let pods = PodLog::start(&ns).await;
+    let run = spawn_run_single(&f, &cluster, 1);
+    f.gl.wait_trace_contains(id, "tick 2", JOB_WAIT)
+        .await
+        .unwrap();
+    let seen = pods.pods();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    ns.api::<Pod>()
+        .evict(&seen[0].0, &EvictParams::default())
+        .await
+        .expect("eviction accepted");
+    let out = finish_run(run).await;
+    let job = finished(&f, id, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Failed, "{trace}\n{}", stderr(&out));
+    assert!(!trace.contains("tick 600"), "{trace}");
+    assert!(
+        trace.contains("evicted") || trace.contains("deleted"),
+        "{trace}\n{}",
+        stderr(&out)
+    );
+    assert_final_update_consistent(&job);
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A pod no node accepts fails the job after `poll_timeout` with the scheduler's message.
+#[tokio::test]
+async fn an_unschedulable_pod_fails_after_poll_timeout_with_the_schedulers_message() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-sched").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(
+        &f,
+        ns.name(),
+        "    poll_timeout = 5\n    node_selector = { \"oar.test/pool\" = \"nowhere\" }",
+        "",
+    );
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script(["echo never runs"]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    assert_failed(&job, "runner_system_failure", "node(s) didn't match", &out);
+    let trace = job.trace_str();
+    assert!(trace.contains("poll_timeout"), "{trace}");
+    assert_last_line(&job, "could not be scheduled within 5s (poll_timeout)");
+    assert!(job.checksum_matches, "{trace}");
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// A `KUBERNETES_SERVICE_ACCOUNT_OVERWRITE` the config does not allow fails the job before
+/// any pod exists, naming the variable and the rule.
+#[tokio::test]
+async fn a_refused_service_account_overwrite_fails_before_any_pod() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-refused").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(
+        &f,
+        ns.name(),
+        "    service_account_overwrite_allowed = \"^ci-.*$\"",
+        "",
+    );
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .variable("KUBERNETES_SERVICE_ACCOUNT_OVERWRITE", "cluster-admin-sa")
+            .script(["echo never runs"]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    // GitLab versions that do not list runner_configuration_error get script_failure.
+    let reason = job.failure_reason.clone().unwrap_or_default();
+    assert!(
+        reason == "runner_configuration_error" || reason == "script_failure",
+        "{reason}"
+    );
+    assert_failed(
+        &job,
+        &reason,
+        "KUBERNETES_SERVICE_ACCOUNT_OVERWRITE \"cluster-admin-sa\" does not match \
+         service_account_overwrite_allowed \"^ci-.*$\"",
+        &out,
+    );
+    assert!(job.checksum_matches, "{}", job.trace_str());
+    // No pod, and no Secret from the runner (the tokens controller makes the namespace's).
+    let calls = ns.api_calls(None).await.unwrap();
+    assert_eq!(calls.count("create", "pods"), 0, "{calls}");
+    let runner_calls = ns.api_calls(Some(ADMIN_USER)).await.unwrap();
+    assert_eq!(runner_calls.count("create", "secrets"), 0, "{runner_calls}");
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
+
+/// An allowed `KUBERNETES_SERVICE_ACCOUNT_OVERWRITE` makes the job pod run as that
+/// ServiceAccount.
+#[tokio::test]
+async fn an_allowed_service_account_overwrite_is_the_pods_service_account() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-sa").await else {
+        return;
+    };
+    let started = Instant::now();
+    let accounts = ns.api::<ServiceAccount>();
+    accounts
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some("ci-deployer".into()),
+                    ..ObjectMeta::default()
+                },
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Before 1.24 a pod of this account also needs the account's token Secret.
+    wait_for(&accounts, "ci-deployer", Duration::from_secs(30), |sa| {
+        sa.is_some_and(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+    })
+    .await
+    .unwrap();
+    write_kube_config(
+        &f,
+        ns.name(),
+        "    service_account_overwrite_allowed = \"^ci-.*$\"",
+        "",
+    );
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .variable("KUBERNETES_SERVICE_ACCOUNT_OVERWRITE", "ci-deployer")
+            .script(["echo running as the overwritten account"]),
+    );
+    let pods = PodLog::start(&ns).await;
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    let seen = pods.pods();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].1.as_deref(), Some("ci-deployer"), "{seen:?}");
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}
