@@ -532,6 +532,29 @@ fn received_at(gl: &FakeGitlab, id: i64, offset: usize) -> Option<SystemTime> {
         .min()
 }
 
+/// Job `id`'s trace PATCHes: arrival relative to `t0` and `Content-Range`, for the log.
+fn patch_timeline(gl: &FakeGitlab, id: i64, t0: SystemTime) -> String {
+    gl.requests_to(Endpoint::PatchTrace)
+        .into_iter()
+        .filter(|r| r.job_id == Some(id))
+        .map(|r| {
+            let rel = match r.received.duration_since(t0) {
+                Ok(d) => format!("+{}", ms(d)),
+                Err(e) => format!("-{}", ms(e.duration())),
+            };
+            format!(
+                "{rel} [{}]{}",
+                r.header("content-range").unwrap_or("?"),
+                match r.status {
+                    Some(202) => String::new(),
+                    other => format!(" {other:?}"),
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Figures
 
@@ -972,7 +995,8 @@ async fn single_job(
         JobSpec::new("bench/latency")
             .name(&format!("latency-{i}"))
             .variable("GIT_STRATEGY", "none")
-            .script([T0_LINE]),
+            // The sleep lets the watch see the pod Running, as the bare pod's does.
+            .script([T0_LINE, "sleep 1"]),
     );
     let job = match gl.wait_job_finished(id, Duration::from_secs(180)).await {
         Ok(j) => j,
@@ -999,9 +1023,11 @@ async fn single_job(
         lat.job_running.push(since(r, added));
     }
     progress(format!(
-        "job {id}: ADDED -> first line {}, first line -> FakeGitlab {}",
+        "job {id}: ADDED -> first line {}, first line -> FakeGitlab {}; trace PATCHes (from the \
+         first line, range): {}",
         ms(since(t0, added)),
-        ms(since(got, t0))
+        ms(since(got, t0)),
+        patch_timeline(gl, id, t0)
     ));
     Ok(())
 }

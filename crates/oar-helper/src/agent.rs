@@ -77,18 +77,11 @@ pub(crate) async fn run(a: AgentArgs, stop: CancellationToken) -> Result<()> {
     })
     .context("cannot set up the GitLab client")?;
     let job = payload.job;
-    let mut phrases: Vec<String> = job
-        .variables
-        .iter()
-        .filter(|v| v.masked && !v.value.is_empty())
-        .map(|v| v.value.clone())
-        .collect();
-    phrases.push(job.token.expose().to_string());
-    let log = TraceLog::new(TraceLogOptions {
-        limit_bytes: settings.output_limit_bytes,
-        phrases,
-        token_prefixes: job.features.token_mask_prefixes.clone(),
-    });
+    let log = TraceLog::new(TraceLogOptions::for_job(
+        &job,
+        settings.output_limit_bytes,
+        &[],
+    ));
     for w in &payload.warnings {
         log.write(format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n").as_bytes());
     }

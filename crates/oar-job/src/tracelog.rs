@@ -106,6 +106,36 @@ impl fmt::Debug for TraceLog {
     }
 }
 
+impl TraceLogOptions {
+    /// The options for `job`'s log: its masked variables and job token are masked (plus
+    /// `extra_secrets`, e.g. the runner token), with the job's token prefixes, cut at
+    /// `limit_bytes`.
+    pub fn for_job(
+        job: &oar_gitlab::JobResponse,
+        limit_bytes: usize,
+        extra_secrets: &[&str],
+    ) -> Self {
+        let mut phrases: Vec<String> = job
+            .variables
+            .iter()
+            .filter(|v| v.masked && !v.value.is_empty())
+            .map(|v| v.value.clone())
+            .collect();
+        phrases.push(job.token.expose().to_string());
+        phrases.extend(
+            extra_secrets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_string()),
+        );
+        TraceLogOptions {
+            limit_bytes,
+            phrases,
+            token_prefixes: job.features.token_mask_prefixes.clone(),
+        }
+    }
+}
+
 impl TraceLog {
     /// Creates an empty log.
     pub fn new(opts: TraceLogOptions) -> Self {

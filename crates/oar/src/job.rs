@@ -173,19 +173,11 @@ pub async fn run(
     }
     let started = Instant::now();
     let job_id = job.id;
-    let mut phrases: Vec<String> = job
-        .variables
-        .iter()
-        .filter(|v| v.masked && !v.value.is_empty())
-        .map(|v| v.value.clone())
-        .collect();
-    phrases.push(job.token.expose().to_string());
-    phrases.push(runner.token.expose_secret().to_string());
-    let log = TraceLog::new(TraceLogOptions {
-        limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
-        phrases,
-        token_prefixes: job.features.token_mask_prefixes.clone(),
-    });
+    let log = TraceLog::new(TraceLogOptions::for_job(
+        &job,
+        usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        &[runner.token.expose_secret()],
+    ));
     let debug_trace = !runner.debug_trace_disabled
         && job
             .variables

@@ -183,19 +183,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Option<JobOutcome> {
     let job_id = job.id;
-    let mut phrases: Vec<String> = job
-        .variables
-        .iter()
-        .filter(|v| v.masked && !v.value.is_empty())
-        .map(|v| v.value.clone())
-        .collect();
-    phrases.push(job.token.expose().to_string());
-    phrases.push(runner.token.expose_secret().to_string());
-    let log = TraceLog::new(TraceLogOptions {
-        limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
-        phrases,
-        token_prefixes: job.features.token_mask_prefixes.clone(),
-    });
+    let log = TraceLog::new(TraceLogOptions::for_job(
+        &job,
+        usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        &[runner.token.expose_secret()],
+    ));
     let reporter = Reporter::new(
         env.client.clone(),
         job_id,
@@ -476,19 +468,11 @@ async fn read_payload(exec: &KubeExecutor, pod: &JobPod) -> Option<AgentPayload>
 /// does for the pods this manager created.
 async fn report_adopted(env: &JobEnv, runner: &RunnerConfig, payload: AgentPayload, end: &PodEnd) {
     let job = payload.job;
-    let mut phrases: Vec<String> = job
-        .variables
-        .iter()
-        .filter(|v| v.masked && !v.value.is_empty())
-        .map(|v| v.value.clone())
-        .collect();
-    phrases.push(job.token.expose().to_string());
-    phrases.push(runner.token.expose_secret().to_string());
-    let log = TraceLog::new(TraceLogOptions {
-        limit_bytes: usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
-        phrases,
-        token_prefixes: job.features.token_mask_prefixes.clone(),
-    });
+    let log = TraceLog::new(TraceLogOptions::for_job(
+        &job,
+        usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+        &[runner.token.expose_secret()],
+    ));
     let reporter = Reporter::new(
         env.client.clone(),
         job.id,
