@@ -752,32 +752,22 @@ async fn measure(
     ));
 
     // Single jobs beside bare pods.
-    let calls_before = ns
-        .api_calls(Some(manager_user))
-        .await?
-        .by_verb_and_resource();
+    let calls_before = manager_calls(ns, manager_user).await?;
     let mut lat = Latency::default();
     let pods_api: Api<Pod> = ns.api();
     for i in 0..args.latency_runs {
         bare_pod(args, &pods_api, pods, i, &mut lat).await?;
-        single_job(gl, pods, manager, i, &mut lat).await?;
+        single_job(gl, args.trace_interval, pods, manager, i, &mut lat).await?;
     }
-    let calls_after = ns
-        .api_calls(Some(manager_user))
-        .await?
-        .by_verb_and_resource();
+    let calls_after = manager_calls(ns, manager_user).await?;
     let single_calls = diff_calls(&calls_after, &calls_before);
 
     // Loads.
     let mut load_calls: Option<(usize, Calls)> = None;
     let mut enqueued = 0usize;
-    let mut load_jobs: Vec<i64> = Vec::new();
     for &n in loads {
         manager.check_alive()?;
-        let before = ns
-            .api_calls(Some(manager_user))
-            .await?
-            .by_verb_and_resource();
+        let before = manager_calls(ns, manager_user).await?;
         let s0 = sample(manager.pid)?;
         let new_jobs: Vec<i64> = (enqueued..n)
             .map(|k| {
@@ -791,17 +781,13 @@ async fn measure(
             .collect();
         let added = new_jobs.len();
         enqueued = n;
-        load_jobs.extend(&new_jobs);
         progress(format!("load {n}: {added} more jobs enqueued"));
         let (running, ramp) = wait_running(pods, n, args.start_timeout_secs, manager).await?;
         let s1 = sample(manager.pid)?;
         let ramp_cpu_per_job = (added > 0).then(|| {
             Duration::from_secs_f64((s1.cpu_ticks - s0.cpu_ticks) as f64 / ticks / added as f64)
         });
-        let after = ns
-            .api_calls(Some(manager_user))
-            .await?
-            .by_verb_and_resource();
+        let after = manager_calls(ns, manager_user).await?;
         if added > 0 && running == n {
             load_calls = Some((added, diff_calls(&after, &before)));
         }
@@ -856,6 +842,23 @@ async fn measure(
         manager_user,
     );
     Ok(())
+}
+
+/// The manager's API calls in the namespace so far, by verb and resource. Tries three times:
+/// the audit log is read after a flush that fails while the API server restarts (other people's
+/// fault tests on the same cluster).
+async fn manager_calls(ns: &TestNamespace, user: &str) -> Result<Calls> {
+    let mut tries = 0;
+    loop {
+        match ns.api_calls(Some(user)).await {
+            Ok(c) => return Ok(c.by_verb_and_resource()),
+            Err(e) if tries < 2 => {
+                tries += 1;
+                progress(format!("reading the audit log: {e}; trying again"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Measures CPU over `len`: (percent of one core, the sample at the end).
@@ -986,6 +989,7 @@ async fn bare_pod(
 /// One job alone: its first line's trip to FakeGitlab, and its pod's start.
 async fn single_job(
     gl: &FakeGitlab,
+    trace_interval: u64,
     pods: &PodWatch,
     manager: &mut Manager,
     i: usize,
@@ -995,8 +999,9 @@ async fn single_job(
         JobSpec::new("bench/latency")
             .name(&format!("latency-{i}"))
             .variable("GIT_STRATEGY", "none")
-            // The sleep lets the watch see the pod Running, as the bare pod's does.
-            .script([T0_LINE, "sleep 1"]),
+            // The job outlives a trace update interval: the first line must come through the
+            // running stream, not the final flush at the job's end.
+            .script([T0_LINE.to_owned(), format!("sleep {}", trace_interval + 2)]),
     );
     let job = match gl.wait_job_finished(id, Duration::from_secs(180)).await {
         Ok(j) => j,
