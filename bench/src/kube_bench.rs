@@ -328,6 +328,10 @@ struct ProcSample {
     rss_kib: u64,
     hwm_kib: u64,
     threads: u64,
+    /// Anonymous part of the RSS (heap, stacks), without the mapped binary.
+    anon_kib: u64,
+    /// Open file descriptors (sockets: the API server, GitLab).
+    fds: usize,
 }
 
 fn sample(pid: u32) -> Result<ProcSample> {
@@ -362,6 +366,8 @@ fn sample(pid: u32) -> Result<ProcSample> {
         rss_kib: field("VmRSS:"),
         hwm_kib: field("VmHWM:"),
         threads: field("Threads:"),
+        anon_kib: field("RssAnon:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
     })
 }
 
@@ -583,6 +589,8 @@ struct LoadRow {
     rss_kib: u64,
     hwm_kib: u64,
     threads: u64,
+    anon_kib: u64,
+    fds: usize,
     /// Pod ADDED to Running, for the pods of this step.
     pod_running: Vec<Duration>,
     /// Pod ADDED to the step's first line, for the pods of this step.
@@ -742,6 +750,8 @@ async fn measure(
         rss_kib: idle.1.rss_kib,
         hwm_kib: idle.1.hwm_kib,
         threads: idle.1.threads,
+        anon_kib: idle.1.anon_kib,
+        fds: idle.1.fds,
         pod_running: Vec::new(),
         job_start: Vec::new(),
     }];
@@ -824,6 +834,8 @@ async fn measure(
             rss_kib: end.rss_kib,
             hwm_kib: end.hwm_kib,
             threads: end.threads,
+            anon_kib: end.anon_kib,
+            fds: end.fds,
             pod_running,
             job_start,
         });
@@ -1070,15 +1082,17 @@ fn print_report(
     let _ = writeln!(out, "### Manager (`oar run`) resources\n");
     let _ = writeln!(
         out,
-        "| load | pods Running | time to all Running | manager CPU per job started | CPU (steady) | RSS | peak RSS so far | threads | pod ADDED -> Running (median / max) | pod ADDED -> first script line (median / max) |"
+        "| load | pods Running | time to all Running | manager CPU per job started | CPU (steady) | RSS (anonymous part) | peak RSS so far | threads | open fds | pod ADDED -> Running (median / max) | pod ADDED -> first script line (median / max) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         out,
-        "| at start | 0 | | | | {:.1} MB | {:.1} MB | {} | | |",
+        "| at start | 0 | | | | {:.1} MB ({:.1}) | {:.1} MB | {} | {} | | |",
         mb(startup.rss_kib),
+        mb(startup.anon_kib),
         mb(startup.hwm_kib),
-        startup.threads
+        startup.threads,
+        startup.fds
     );
     for r in rows {
         let pair = |v: &[Duration]| {
@@ -1088,7 +1102,7 @@ fn print_report(
         };
         let _ = writeln!(
             out,
-            "| {} | {}{} | {} | {} | {:.2} % | {:.1} MB | {:.1} MB | {} | {} | {} |",
+            "| {} | {}{} | {} | {} | {:.2} % | {:.1} MB ({:.1}) | {:.1} MB | {} | {} | {} | {} |",
             r.label,
             r.running,
             if r.running < r.wanted {
@@ -1107,8 +1121,10 @@ fn print_report(
             r.ramp_cpu_per_job.map_or_else(String::new, ms),
             r.cpu_pct,
             mb(r.rss_kib),
+            mb(r.anon_kib),
             mb(r.hwm_kib),
             r.threads,
+            r.fds,
             pair(&r.pod_running),
             pair(&r.job_start),
         );
