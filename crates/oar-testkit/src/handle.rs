@@ -140,9 +140,16 @@ impl FakeGitlab {
     }
 
     /// Why TLS handshakes failed so far (rustls' messages, e.g. a client without certificate
-    /// or one that does not trust the CA), in order. Empty for plain HTTP.
+    /// or one that does not trust the CA), in order. Empty for plain HTTP. A client that
+    /// hangs up mid-handshake without sending an alert is not counted here but in
+    /// [`tls_abandoned_handshakes`](Self::tls_abandoned_handshakes).
     pub fn tls_handshake_errors(&self) -> Vec<String> {
         self.shared().read(|st| st.tls_handshake_errors.clone())
+    }
+
+    /// How many connections the client closed during the TLS handshake without an alert.
+    pub fn tls_abandoned_handshakes(&self) -> u64 {
+        self.shared().read(|st| st.tls_abandoned_handshakes)
     }
 
     /// Wait until at least one TLS handshake failed; returns the first reason.

@@ -127,6 +127,13 @@ async fn serve_conn(
                 Ok(Ok(tls_stream)) => {
                     serve_http(tls_stream, shared, router, &kill, &shutdown).await;
                 }
+                // A client that hangs up before or during the handshake without an alert
+                // (a process exiting with a connection still being set up) did not refuse
+                // anything: that is not a failed handshake.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(error = %e, "client closed the connection during the TLS handshake");
+                    shared.write(|st| st.tls_abandoned_handshakes += 1);
+                }
                 Ok(Err(e)) => tls_failed(&shared, e.to_string()),
                 Err(_) => tls_failed(&shared, "handshake timed out".into()),
             }

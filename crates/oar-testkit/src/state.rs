@@ -138,6 +138,8 @@ pub(crate) struct State {
     pub violations: Vec<String>,
     /// Why TLS handshakes failed (HTTPS mode), in order.
     pub tls_handshake_errors: Vec<String>,
+    /// Connections closed by the client mid-handshake without a TLS alert.
+    pub tls_abandoned_handshakes: u64,
     /// CI/CD job token allowlist: (target project, project whose job tokens may read it).
     pub job_token_allowlist: HashSet<(String, String)>,
     /// Current `X-GitLab-Last-Update` value; changes whenever the queue changes.
@@ -160,6 +162,7 @@ impl State {
             requests: Vec::new(),
             violations: Vec::new(),
             tls_handshake_errors: Vec::new(),
+            tls_abandoned_handshakes: 0,
             job_token_allowlist: HashSet::new(),
             queue_value: util::random_hex(32),
             next_runner_id: 1,
