@@ -453,6 +453,9 @@ impl<'a, R: StageRunner> Driver<'a, R> {
         }
         let name = script.stage.name();
         self.section_start(&name, &script.stage.description());
+        if matches!(script.stage, Stage::Step(_) | Stage::AfterScript) {
+            self.log.expedite();
+        }
         let started = Instant::now();
         let token = CancellationToken::new();
         let run = self.runner.run(&script, self.ctx, self.log, token.clone());

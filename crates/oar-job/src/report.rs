@@ -1,7 +1,14 @@
 //! Streaming the job log to GitLab and sending the final state.
 //!
 //! The streamer PATCHes new log bytes as they come, at most once per update interval (3 s, or
-//! what GitLab asks for), the first bytes at once; it touches the job (`PUT state=running`)
+//! what GitLab asks for) like GitLab Runner, paced by a [`Pacer`]: output that follows a quiet
+//! spell of an interval goes out at once, output that keeps coming goes once per interval.
+//! Besides, the first output of each step of the user's script (marked by
+//! [`TraceLog::expedite`]) goes out as it comes for a moment (a second, three PATCHes at most),
+//! so a step's first lines show in GitLab within milliseconds of the step starting, at the cost
+//! of a few PATCHes per step (`script`, `after_script`). Output waits
+//! [`ReporterConfig::coalesce`] for more before any PATCH, so a burst of writes makes one. It
+//! touches the job (`PUT state=running`)
 //! when nothing was sent for a while, and watches every answer for `Job-Status` to turn
 //! GitLab's cancel requests into [`JobControl`] signals. When the job is done, [`Reporter::finish`]
 //! sends what is left and the final state, looping on `202` and resyncing on `416`, so that
@@ -34,6 +41,23 @@ pub struct ReporterConfig {
     pub final_retry_limit: u32,
     /// Largest PATCH body (1 MiB).
     pub max_patch: usize,
+    /// PATCHes that may go back to back after a quiet spell (see [`Pacer`]); at least 1, and 1
+    /// (GitLab Runner's cadence) by default.
+    pub burst: u32,
+    /// How long new output waits for more before a PATCH that could go at once.
+    pub coalesce: Duration,
+    /// After a step of the user's script first prints, its output goes out as it comes (each
+    /// PATCH after [`coalesce`](Self::coalesce)) for this long...
+    pub expedite_window: Duration,
+    /// ...or for this many PATCHes, whichever ends first; then the cadence resumes.
+    pub expedite_patches: u32,
+}
+
+/// The moment after a step's first output, when PATCHes are not paced.
+#[derive(Debug, Clone, Copy)]
+struct Expedite {
+    until: Instant,
+    left: u32,
 }
 
 impl Default for ReporterConfig {
@@ -43,7 +67,46 @@ impl Default for ReporterConfig {
             force_send_interval: Duration::from_secs(30),
             final_retry_limit: 10,
             max_patch: 1024 * 1024,
+            burst: 1,
+            coalesce: Duration::from_millis(10),
+            expedite_window: Duration::from_secs(1),
+            expedite_patches: 3,
         }
+    }
+}
+
+/// When the streamer may PATCH: a token bucket in its GCRA form. Each PATCH costs one interval
+/// of credit; up to `burst` PATCHes may go back to back, and credit comes back at one PATCH per
+/// interval. Over any stretch longer than `burst` intervals, at most one PATCH per interval
+/// (plus the burst) is sent, as with GitLab Runner's fixed cadence, but the first output after
+/// a quiet spell does not wait for the next tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    burst: u32,
+    /// The theoretical time of the next PATCH if the bucket had a depth of one.
+    tat: Option<Instant>,
+}
+
+impl Pacer {
+    /// A full bucket of `burst` PATCHes (at least one).
+    pub fn new(burst: u32) -> Self {
+        Pacer {
+            burst: burst.max(1),
+            tat: None,
+        }
+    }
+
+    /// The earliest time the next PATCH may go, at `interval` between PATCHes on average.
+    pub fn next_allowed(&self, now: Instant, interval: Duration) -> Instant {
+        let Some(tat) = self.tat else { return now };
+        let tolerance = interval.saturating_mul(self.burst - 1);
+        tat.checked_sub(tolerance).map_or(now, |t| t.max(now))
+    }
+
+    /// Records a PATCH sent at `now`.
+    pub fn sent(&mut self, now: Instant, interval: Duration) {
+        let base = self.tat.map_or(now, |t| t.max(now));
+        self.tat = Some(base + interval);
     }
 }
 
@@ -126,6 +189,11 @@ impl Reporter {
             failure_reasons,
             cfg,
         }
+    }
+
+    /// The job this reporter reports.
+    pub fn job_id(&self) -> i64 {
+        self.job_id
     }
 
     /// Marks the trace as a debug trace (`CI_DEBUG_TRACE`).
@@ -244,24 +312,59 @@ impl Reporter {
     ) -> StreamState {
         let mut cursor = Cursor::default();
         let mut interval = self.cfg.interval;
-        let mut last_patch: Option<Instant> = None;
+        let mut pacer = Pacer::new(self.cfg.burst);
+        let mut window: Option<Expedite> = None;
+        // When the streamer saw the bytes it has not sent yet.
+        let mut pending_since = Some(Instant::now());
         let mut last_contact = Instant::now();
         loop {
             let changed = log.changed();
             tokio::pin!(changed);
             if cursor.sent < log.len() {
-                let due = last_patch.map_or_else(Instant::now, |t| t + interval);
+                let mut now = Instant::now();
+                // A step of the user's script started and printed: its first output goes
+                // out as it comes for a moment, outside the pacer's budget.
+                let mark = log.expedite_mark();
+                if let Some(m) = mark.filter(|&m| log.len() > m) {
+                    log.clear_expedite(m);
+                    window = Some(Expedite {
+                        until: now + self.cfg.expedite_window,
+                        left: self.cfg.expedite_patches,
+                    });
+                    // Wait the coalescing time from the step's first byte.
+                    pending_since = Some(now);
+                }
+                let fast = window.is_some_and(|w| now < w.until && w.left > 0);
+                let seen = *pending_since.get_or_insert(now);
+                let due = if fast {
+                    seen
+                } else {
+                    pacer.next_allowed(now, interval).max(seen)
+                } + self.cfg.coalesce;
+                // While waiting for the cadence, look again when a step starts, and once one
+                // started, when it prints.
+                let waiting = !fast && !log.is_finished();
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
+                    _ = log.expedited(), if waiting && mark.is_none() => continue,
+                    _ = &mut changed, if waiting && mark.is_some() => continue,
                     _ = done.cancelled() => break,
                 }
+                now = Instant::now();
                 self.patch(&log, &mut cursor, &control, &mut interval).await;
-                last_patch = Some(Instant::now());
+                match &mut window {
+                    Some(w) if fast => w.left = w.left.saturating_sub(1),
+                    // Paced at the interval GitLab's answer asked for.
+                    _ => pacer.sent(now, interval),
+                }
+                pending_since = None;
                 last_contact = Instant::now();
             } else {
                 let touch_at = last_contact + self.cfg.force_send_interval;
                 tokio::select! {
-                    _ = &mut changed => {}
+                    _ = &mut changed => {
+                        pending_since = Some(Instant::now());
+                    }
                     // A periodic look, in case a write raced the check above.
                     _ = tokio::time::sleep(interval) => {}
                     _ = tokio::time::sleep_until(touch_at) => {
@@ -446,6 +549,77 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_pacer_lets_a_burst_through_then_keeps_the_interval() {
+        let t0 = Instant::now();
+        let i = ms(3000);
+        let mut p = Pacer::new(3);
+        // Three PATCHes at once after a quiet spell...
+        for _ in 0..3 {
+            assert_eq!(p.next_allowed(t0, i), t0);
+            p.sent(t0, i);
+        }
+        // ...then one per interval while the job keeps writing.
+        assert_eq!(p.next_allowed(t0, i), t0 + ms(3000));
+        p.sent(t0 + ms(3000), i);
+        assert_eq!(p.next_allowed(t0 + ms(3000), i), t0 + ms(6000));
+        p.sent(t0 + ms(6000), i);
+        // Over 30 s of constant output: the burst plus one per interval, never more.
+        let mut now = t0 + ms(6000);
+        let mut sent = 5;
+        while now < t0 + ms(30_000) {
+            now = p.next_allowed(now + ms(1), i);
+            if now >= t0 + ms(30_000) {
+                break;
+            }
+            p.sent(now, i);
+            sent += 1;
+        }
+        assert_eq!(
+            sent,
+            3 + 9,
+            "30 s of output at 3 s per PATCH after a burst of 3"
+        );
+    }
+
+    #[test]
+    fn quiet_spells_earn_the_burst_back_one_interval_at_a_time() {
+        let t0 = Instant::now();
+        let i = ms(3000);
+        let mut p = Pacer::new(3);
+        for _ in 0..3 {
+            p.sent(t0, i);
+        }
+        // 3 s of quiet earn one PATCH back: it goes at once, the next one waits.
+        let t1 = t0 + ms(3000);
+        assert_eq!(p.next_allowed(t1, i), t1);
+        p.sent(t1, i);
+        assert_eq!(p.next_allowed(t1, i), t1 + ms(3000));
+        // A long quiet spell refills the whole bucket but not more.
+        let t2 = t1 + ms(60_000);
+        for _ in 0..3 {
+            assert_eq!(p.next_allowed(t2, i), t2);
+            p.sent(t2, i);
+        }
+        assert_eq!(p.next_allowed(t2, i), t2 + ms(3000));
+    }
+
+    #[test]
+    fn a_burst_of_one_is_gitlab_runners_fixed_cadence() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(0);
+        assert_eq!(p.next_allowed(t0, ms(3000)), t0);
+        p.sent(t0, ms(3000));
+        assert_eq!(p.next_allowed(t0 + ms(10), ms(3000)), t0 + ms(3000));
+        // GitLab asked for a slower cadence: the next PATCH keeps the old spacing once.
+        p.sent(t0 + ms(3000), ms(30_000));
+        assert_eq!(p.next_allowed(t0 + ms(3000), ms(30_000)), t0 + ms(33_000));
+    }
 
     #[test]
     fn a_streaming_reporter_resumes_at_gitlabs_offset() {

@@ -80,6 +80,8 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped after every change (bytes appended, finished).
     changes: watch::Sender<u64>,
+    /// Signalled (with a stored permit) by [`TraceLog::expedite`].
+    expedite: tokio::sync::Notify,
 }
 
 struct State {
@@ -90,6 +92,8 @@ struct State {
     limit: usize,
     truncated: bool,
     finished: bool,
+    /// Set by [`TraceLog::expedite`]: the first output past this offset is sent at once.
+    expedite_at: Option<u64>,
     scratch_masked: Vec<u8>,
     scratch_utf8: Vec<u8>,
 }
@@ -147,6 +151,7 @@ impl TraceLog {
             limit: opts.limit_bytes,
             truncated: false,
             finished: false,
+            expedite_at: None,
             scratch_masked: Vec::new(),
             scratch_utf8: Vec::new(),
         };
@@ -155,6 +160,7 @@ impl TraceLog {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 changes,
+                expedite: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -205,6 +211,37 @@ impl TraceLog {
             st.finished = true;
         }
         self.notify();
+    }
+
+    /// Asks the streamer to send the next output at once instead of at its usual cadence:
+    /// the driver calls it when a step of the user's script starts, so that the step's first
+    /// line shows in GitLab right away.
+    pub fn expedite(&self) {
+        {
+            let mut st = self.lock();
+            st.expedite_at = Some(st.buf.len() as u64);
+        }
+        self.shared.expedite.notify_one();
+    }
+
+    /// Resolves after the next (or a missed earlier) [`expedite`](Self::expedite).
+    pub fn expedited(&self) -> impl Future<Output = ()> + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        async move { shared.expedite.notified().await }
+    }
+
+    /// The offset set by [`expedite`](Self::expedite), until
+    /// [`clear_expedite`](Self::clear_expedite).
+    pub fn expedite_mark(&self) -> Option<u64> {
+        self.lock().expedite_at
+    }
+
+    /// Clears the mark `mark` (a later one stays).
+    pub fn clear_expedite(&self, mark: u64) {
+        let mut st = self.lock();
+        if st.expedite_at == Some(mark) {
+            st.expedite_at = None;
+        }
     }
 
     /// Whether [`finish`](Self::finish) was called.

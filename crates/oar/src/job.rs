@@ -158,7 +158,11 @@ pub async fn run(
 ) -> Option<JobOutcome> {
     if runner.executor == oar_config::Executor::Kubernetes {
         return match &env.kube {
-            Some(exec) => crate::kube_job::run(env, exec, runner, job, slot, shutdown).await,
+            // Boxed, like the shell path below: each job's task then holds only the future of
+            // its own executor (a running Kubernetes job keeps no shell driver state).
+            Some(exec) => {
+                Box::pin(crate::kube_job::run(env, exec, runner, job, slot, shutdown)).await
+            }
             None => {
                 fail_malformed(
                     env,
@@ -171,6 +175,17 @@ pub async fn run(
             }
         };
     }
+    Box::pin(run_shell(env, runner, job, slot, shutdown)).await
+}
+
+/// Runs a job with the shell executor.
+async fn run_shell(
+    env: &JobEnv,
+    runner: &RunnerConfig,
+    job: JobResponse,
+    slot: usize,
+    shutdown: CancellationToken,
+) -> Option<JobOutcome> {
     let started = Instant::now();
     let job_id = job.id;
     let log = TraceLog::new(TraceLogOptions::for_job(

@@ -117,57 +117,77 @@ fn random_suffix() -> String {
     format!("{n:08x}")
 }
 
-/// Reports a failure the manager found (no pod, or a pod that could not report): the reason
-/// goes into the job log, after whatever the pod's helper streamed before it stopped.
-async fn report_failure(
-    reporter: &Reporter,
-    log: &TraceLog,
-    reason: FailureReason,
-    message: &str,
-) -> JobOutcome {
-    log.write(format!("\x1b[31;1mERROR: {message}\x1b[0;m\n").as_bytes());
-    let outcome = JobOutcome::failed(reason, None, message.to_string());
-    deliver(reporter, log, &outcome).await;
-    outcome
+/// What the manager needs to report a job whose pod could not: the job's reporter, and how to
+/// build the job's log. The log is built only when the manager has something to write, so a
+/// job whose pod reports itself costs the manager no log (and no masker) while it runs.
+struct JobReport {
+    reporter: Reporter,
+    log: TraceLogOptions,
 }
 
-/// Sends the manager's lines after the job log GitLab holds, and the final state.
-async fn deliver(reporter: &Reporter, log: &TraceLog, outcome: &JobOutcome) {
-    if !reporter.append_and_finish(log, outcome).await {
-        tracing::warn!(
-            state = outcome.state(),
-            "GitLab did not take the job's final state from the runner"
-        );
-    }
-}
-
-/// Reports the end of a pod whose helper did not deliver the job's final state
-/// ([`PodEnd::needs_report`]): the helper's own outcome when it finished (GitLab was
-/// unreachable from the pod), else the failure the pod could not report.
-async fn report_end(reporter: &Reporter, log: &TraceLog, end: &PodEnd) -> JobOutcome {
-    match end {
-        PodEnd::Finished(m) => {
-            let outcome = m.outcome();
-            let color = if outcome.failure.is_none() {
-                "\x1b[32;1m"
-            } else {
-                "\x1b[31;1m"
-            };
-            log.write(format!("{color}{}\x1b[0;m\n", end.log_line()).as_bytes());
-            deliver(reporter, log, &outcome).await;
-            outcome
+impl JobReport {
+    fn new(env: &JobEnv, runner: &RunnerConfig, job: &JobResponse) -> Self {
+        JobReport {
+            reporter: Reporter::new(
+                env.client.clone(),
+                job.id,
+                job.token.clone(),
+                env.info.clone(),
+                job.features.failure_reasons.clone(),
+                env.reporter.clone(),
+            ),
+            log: TraceLogOptions::for_job(
+                job,
+                usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
+                &[runner.token.expose_secret()],
+            ),
         }
-        _ => {
-            let outcome = outcome_of(end);
-            report_failure(
-                reporter,
-                log,
+    }
+
+    /// Reports a failure the manager found (no pod, or a pod that could not report): the
+    /// reason goes into the job log, after whatever the pod's helper streamed before it stopped.
+    async fn failure(&self, reason: FailureReason, message: &str) -> JobOutcome {
+        let outcome = JobOutcome::failed(reason, None, message.to_string());
+        self.deliver(&format!("\x1b[31;1mERROR: {message}\x1b[0;m\n"), &outcome)
+            .await;
+        outcome
+    }
+
+    /// Reports the end of a pod whose helper did not deliver the job's final state
+    /// ([`PodEnd::needs_report`]): the helper's own outcome when it finished (GitLab was
+    /// unreachable from the pod), else the failure the pod could not report.
+    async fn end(&self, end: &PodEnd) -> JobOutcome {
+        match end {
+            PodEnd::Finished(m) => {
+                let outcome = m.outcome();
+                let color = if outcome.failure.is_none() {
+                    "\x1b[32;1m"
+                } else {
+                    "\x1b[31;1m"
+                };
+                self.deliver(&format!("{color}{}\x1b[0;m\n", end.log_line()), &outcome)
+                    .await;
                 outcome
+            }
+            _ => {
+                let outcome = outcome_of(end);
+                let reason = outcome
                     .failure
-                    .unwrap_or(FailureReason::RunnerSystemFailure),
-                &end.log_line(),
-            )
-            .await
+                    .unwrap_or(FailureReason::RunnerSystemFailure);
+                self.failure(reason, &end.log_line()).await
+            }
+        }
+    }
+
+    /// Sends `line` after the job log GitLab holds, and the final state.
+    async fn deliver(&self, line: &str, outcome: &JobOutcome) {
+        let log = TraceLog::new(self.log.clone());
+        log.write(line.as_bytes());
+        if !self.reporter.append_and_finish(&log, outcome).await {
+            tracing::warn!(
+                state = outcome.state(),
+                "GitLab did not take the job's final state from the runner"
+            );
         }
     }
 }
@@ -183,30 +203,29 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Option<JobOutcome> {
     let job_id = job.id;
-    let log = TraceLog::new(TraceLogOptions::for_job(
-        &job,
-        usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
-        &[runner.token.expose_secret()],
-    ));
-    let reporter = Reporter::new(
-        env.client.clone(),
-        job_id,
-        job.token.clone(),
-        env.info.clone(),
-        job.features.failure_reasons.clone(),
-        env.reporter.clone(),
-    );
+    let report = JobReport::new(env, runner, &job);
     let control = JobControl {
         shutdown: shutdown.child_token(),
         ..JobControl::default()
     };
-    if let Err(why) = reporter.acknowledge(&log, &control).await {
+    // The log is empty when the job is acknowledged.
+    let empty = TraceLog::new(TraceLogOptions::default());
+    if let Err(why) = report.reporter.acknowledge(&empty, &control).await {
         tracing::warn!(job_id, reason = %why, "dropping the job");
         return None;
     }
+    drop(empty);
     env.metrics.job_started(&runner.name, &env.system_id);
     let started = tokio::time::Instant::now();
-    let Some(outcome) = drive(env, exec, runner, job, slot, &reporter, &log).await else {
+    // What building and creating the pod needs (the job, its variables, the pod spec and the
+    // payload) lives on the heap only until the pod exists: hundreds of running jobs then
+    // hold just their pod's name and their reporter.
+    let created = Box::pin(create_pod(env, exec, runner, job, slot)).await;
+    let outcome = match created {
+        Err((reason, message)) => Some(report.failure(reason, &message).await),
+        Ok((pod, poll_timeout)) => finish_pod(exec, &pod, poll_timeout, &report).await,
+    };
+    let Some(outcome) = outcome else {
         // Not an end: the job goes on in its pod, which reports it.
         tracing::info!(
             job_id,
@@ -226,32 +245,21 @@ pub async fn run(
     Some(outcome)
 }
 
-/// Prepares the job's pod, creates it and follows it to its end. `None` when the runner stops
-/// watching first: the job goes on in its pod.
-async fn drive(
+/// Builds the job's pod and payload Secret and creates them; the pod and the runner's
+/// `poll_timeout`, or why the job cannot run (its failure reason and message).
+async fn create_pod(
     env: &JobEnv,
     exec: &KubeExecutor,
     runner: &RunnerConfig,
     job: JobResponse,
     slot: usize,
-    reporter: &Reporter,
-    log: &TraceLog,
-) -> Option<JobOutcome> {
+) -> Result<(JobPod, Duration), (FailureReason, String)> {
+    let system = |e: String| (FailureReason::RunnerSystemFailure, e);
+    let config = |e: String| (FailureReason::RunnerConfigurationError, e);
     let k = runner.kubernetes.clone().unwrap_or_default();
-    let mut s = match settings(runner, env, slot, slot).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Some(
-                report_failure(
-                    reporter,
-                    log,
-                    FailureReason::RunnerSystemFailure,
-                    &e.to_string(),
-                )
-                .await,
-            );
-        }
-    };
+    let mut s = settings(runner, env, slot, slot)
+        .await
+        .map_err(|e| system(e.to_string()))?;
     s.shared_builds_dir = false;
     s.builds_dir = runner
         .builds_dir
@@ -263,20 +271,7 @@ async fn drive(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "/cache".into());
-    let ctx = match JobContext::new(job.clone(), s) {
-        Ok(c) => c,
-        Err(e) => {
-            return Some(
-                report_failure(
-                    reporter,
-                    log,
-                    FailureReason::RunnerConfigurationError,
-                    &e.to_string(),
-                )
-                .await,
-            );
-        }
-    };
+    let ctx = JobContext::new(job, s).map_err(|e| config(e.to_string()))?;
     let pod_name = format!(
         "runner-{}-project-{}-concurrent-{}-{}",
         runner.short_token().to_ascii_lowercase(),
@@ -286,7 +281,7 @@ async fn drive(
     );
     let patch_files = BTreeMap::new();
     let helper_image = default_helper_image();
-    let built = match build_pod(&PodInput {
+    let built = build_pod(&PodInput {
         config: &k,
         feature_flags: &runner.feature_flags,
         patch_files: &patch_files,
@@ -300,69 +295,38 @@ async fn drive(
         project_dir: &ctx.layout.project_dir,
         timeout: ctx.timeout,
         default_helper_image: &helper_image,
-    }) {
-        Ok(b) => b,
-        Err(e) => {
-            return Some(
-                report_failure(
-                    reporter,
-                    log,
-                    FailureReason::RunnerConfigurationError,
-                    &e.to_string(),
-                )
-                .await,
-            );
-        }
-    };
+    })
+    .map_err(|e| config(e.to_string()))?;
     let (cache_urls, mut warnings) = crate::cache::urls_for_job(&env.iam, runner, &ctx).await;
     warnings.extend(built.warnings.iter().cloned());
-    let debug_trace = ctx.debug_trace();
     let payload = AgentPayload {
         version: PAYLOAD_VERSION,
         gitlab_url: runner.url.as_str().to_string(),
         info: env.info.clone(),
-        job: ctx.job.clone(),
-        settings: ctx.settings.clone(),
+        debug_trace: ctx.debug_trace(),
+        job: ctx.job,
+        settings: ctx.settings,
         cache_urls,
         cache_max_upload_size: runner
             .cache
             .as_ref()
             .and_then(|c| c.max_uploaded_archive_size),
-        debug_trace,
         warnings,
     };
-    let bytes = match serde_json::to_vec(&payload) {
-        Ok(b) => b,
-        Err(e) => {
-            return Some(
-                report_failure(
-                    reporter,
-                    log,
-                    FailureReason::RunnerSystemFailure,
-                    &format!("cannot encode the job payload: {e}"),
-                )
-                .await,
-            );
-        }
-    };
+    let bytes = serde_json::to_vec(&payload)
+        .map_err(|e| system(format!("cannot encode the job payload: {e}")))?;
+    let job_id = payload.job.id;
+    drop(payload);
     let labels = built.pod.metadata.labels.clone().unwrap_or_default();
     let secret = build_payload_secret(&pod_name, &built.namespace, labels, &bytes);
-    let pod = match exec.pods.create(&built, secret).await {
-        Ok(p) => p,
-        Err(e) => {
-            return Some(
-                report_failure(
-                    reporter,
-                    log,
-                    FailureReason::RunnerSystemFailure,
-                    &format!("cannot create the job pod: {e}"),
-                )
-                .await,
-            );
-        }
-    };
-    tracing::info!(job_id = ctx.job.id, pod = %pod.display_name(), "job pod created");
-    finish_pod(exec, &pod, k.poll_timeout, reporter, log).await
+    drop(bytes);
+    let pod = exec
+        .pods
+        .create(&built, secret)
+        .await
+        .map_err(|e| system(format!("cannot create the job pod: {e}")))?;
+    tracing::info!(job_id, pod = %pod.display_name(), "job pod created");
+    Ok((pod, k.poll_timeout))
 }
 
 /// Waits for a job pod's end, reports what the pod could not, and deletes it. `None` when the
@@ -371,15 +335,14 @@ async fn finish_pod(
     exec: &KubeExecutor,
     pod: &JobPod,
     poll_timeout: Duration,
-    reporter: &Reporter,
-    log: &TraceLog,
+    report: &JobReport,
 ) -> Option<JobOutcome> {
     let end = exec.pods.wait(pod, poll_timeout).await;
     if matches!(end, PodEnd::Unwatched { .. }) {
         return None;
     }
     let outcome = if end.needs_report() {
-        report_end(reporter, log, &end).await
+        report.end(&end).await
     } else {
         outcome_of(&end)
     };
@@ -467,20 +430,8 @@ async fn read_payload(exec: &KubeExecutor, pod: &JobPod) -> Option<AgentPayload>
 /// Reports the end of an adopted pod's job that its helper did not deliver, as [`finish_pod`]
 /// does for the pods this manager created.
 async fn report_adopted(env: &JobEnv, runner: &RunnerConfig, payload: AgentPayload, end: &PodEnd) {
-    let job = payload.job;
-    let log = TraceLog::new(TraceLogOptions::for_job(
-        &job,
-        usize::try_from(runner.output_limit_bytes()).unwrap_or(usize::MAX),
-        &[runner.token.expose_secret()],
-    ));
-    let reporter = Reporter::new(
-        env.client.clone(),
-        job.id,
-        job.token.clone(),
-        env.info.clone(),
-        job.features.failure_reasons.clone(),
-        env.reporter.clone(),
-    );
-    tracing::warn!(job_id = job.id, end = %end.log_line(), "an adopted job pod ended without reporting its job; reporting it");
-    report_end(&reporter, &log, end).await;
+    let report = JobReport::new(env, runner, &payload.job);
+    drop(payload);
+    tracing::warn!(job_id = report.reporter.job_id(), end = %end.log_line(), "an adopted job pod ended without reporting its job; reporting it");
+    report.end(end).await;
 }

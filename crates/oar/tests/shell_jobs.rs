@@ -5,6 +5,7 @@ mod common;
 
 use common::{Fixture, RUNNER_TOKEN};
 use oar_testkit::{Endpoint, Fault, JobSpec, JobState};
+use std::time::Duration;
 
 const SECRET: &str = "s3cr3t-Value-9876";
 
@@ -276,4 +277,51 @@ async fn output_limit_truncates_with_gitlabs_notice_and_the_job_goes_on() {
         "trace not truncated: {} bytes",
         job.trace.len()
     );
+}
+
+/// The first output of a step reaches GitLab at once, even when GitLab asks for one trace
+/// update an hour (a fixed cadence would hold it back for the whole interval, since the
+/// preparation's output was just sent).
+#[tokio::test]
+async fn a_steps_first_line_shows_in_gitlab_without_waiting_for_the_update_interval() {
+    let f = Fixture::new().await;
+    f.write_config("concurrent = 1", "");
+    f.gl.set_trace_update_interval(3600);
+    f.gl.create_repo("acme/widget", &[("README.md", "x\n")])
+        .unwrap();
+    let go = f.dir.path().join("go");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&go)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/widget")
+            .variable("GIT_STRATEGY", "none")
+            .script([
+                "echo \"first-line-$((20 + 22))\"".to_string(),
+                format!("read word < '{}'; echo \"got-$word\"", go.display()),
+            ]),
+    );
+    let mut run = f.spawn_run(&[]);
+    // The job blocks on the FIFO until the line is in GitLab's trace.
+    f.gl.wait_trace_contains(id, "first-line-42\n", Duration::from_secs(30))
+        .await
+        .expect("the step's first line reaches GitLab while the step runs");
+    assert_eq!(f.gl.job(id).state, JobState::Running);
+    // Within budget: the preparation's PATCH, then at most three for the step's start.
+    let patches = f.gl.requests_to(Endpoint::PatchTrace).len();
+    assert!((2..=4).contains(&patches), "{patches} PATCHes");
+    let path = go.clone();
+    tokio::task::spawn_blocking(move || std::fs::write(path, "go\n"))
+        .await
+        .unwrap()
+        .unwrap();
+    let job = f.finished(id).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(trace.contains("got-go\n"), "{trace}");
+    assert!(job.checksum_matches);
+    common::signal(&run, nix::sys::signal::Signal::SIGTERM);
+    let _ = tokio::time::timeout(Duration::from_secs(30), run.wait()).await;
 }

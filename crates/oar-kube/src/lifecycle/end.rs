@@ -843,6 +843,58 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_keeps_what_the_failure_messages_need_and_little_else() {
+        let mut p = pod(
+            json!({ "managedFields": [{ "manager": "oar", "operation": "Update" }] }),
+            statuses(
+                "Running",
+                terminated(137, "OOMKilled", None),
+                running(),
+                waiting("ImagePullBackOff", "Back-off pulling image \"postgres:16\""),
+            ),
+        );
+        let spec = p.spec.as_mut().unwrap();
+        let env: Vec<Value> = (0..200)
+            .map(|i| json!({ "name": format!("CI_VAR_{i}"), "value": "x".repeat(64) }))
+            .collect();
+        spec.containers[0] = serde_json::from_value(json!({
+            "name": "build", "image": "oar.test/debian:bookworm",
+            "command": ["/bin/sh", "-c", "x".repeat(4000)],
+            "env": env,
+            "volumeMounts": [{ "name": "builds", "mountPath": "/builds" }],
+            "resources": { "limits": { "memory": "16Mi" }, "requests": { "cpu": "1" } },
+        }))
+        .unwrap();
+        spec.volumes = Some(vec![
+            serde_json::from_value(json!({ "name": "builds", "emptyDir": {} })).unwrap(),
+        ]);
+        spec.node_name = Some("node-1".into());
+        let before = serde_json::to_vec(&p).unwrap().len();
+        let end_before = pod_end(&p);
+        super::super::watch::slim(&mut p);
+        let after = serde_json::to_vec(&p).unwrap().len();
+        assert!(after * 10 < before, "{before} bytes became {after}");
+        assert_eq!(pod_end(&p), end_before);
+        assert_eq!(
+            pod_end(&p).unwrap().log_line(),
+            "Container \"build\" was OOMKilled: it used more than its memory limit of 16Mi"
+        );
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.containers.len(), 3);
+        assert_eq!(spec.containers[2].image.as_deref(), Some("postgres:16"));
+        assert!(spec.containers[0].env.is_none() && spec.containers[0].command.is_none());
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert!(
+            p.metadata
+                .managed_fields
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert_eq!(p.metadata.labels.as_ref().unwrap()["oar.dev/job-id"], "7");
+    }
+
+    #[test]
     fn build_oom_killed_while_helper_runs() {
         let p = pod(
             json!({}),

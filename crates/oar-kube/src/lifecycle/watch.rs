@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -22,6 +22,35 @@ const TOMBSTONES: usize = 1024;
 /// How long a pod is remembered after it went away. Waiting jobs look at it as soon as the
 /// watch reports it; a wait that starts later, or finds nothing, confirms with a `get`.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+
+/// Drops what the manager never reads from a watched pod before the store keeps it: managed
+/// fields, and all of the spec but each container's name, image and resource limits and the
+/// pod's own limits (for the messages on image pull errors and OOM kills). The build
+/// container's environment (every job variable) and the step wrapper make up most of a job
+/// pod's bytes; with hundreds of pods running, the manager holds only their metadata and status.
+pub(crate) fn slim(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    let Some(spec) = pod.spec.take() else { return };
+    let limits_only = |r: ResourceRequirements| ResourceRequirements {
+        limits: r.limits,
+        ..ResourceRequirements::default()
+    };
+    let keep = |c: Container| Container {
+        name: c.name,
+        image: c.image,
+        resources: c.resources.map(limits_only),
+        ..Container::default()
+    };
+    pod.spec = Some(PodSpec {
+        containers: spec.containers.into_iter().map(keep).collect(),
+        init_containers: spec
+            .init_containers
+            .map(|cs| cs.into_iter().map(keep).collect()),
+        resources: spec.resources.map(limits_only),
+        node_name: spec.node_name,
+        ..PodSpec::default()
+    });
+}
 
 /// The watch of one namespace, shared by every job there.
 pub(crate) struct NsWatch {
@@ -90,7 +119,7 @@ impl NsWatch {
         // List + watch (not streaming lists: Kubernetes before 1.27 rejects them).
         let config = watcher::Config::default().labels(selector);
         let stream = watch_stream(api, config)
-            .modify(|pod| pod.managed_fields_mut().clear())
+            .modify(slim)
             .default_backoff()
             .reflect(writer);
         let task_ns = ns.clone();
