@@ -41,8 +41,7 @@ async fn client_for(k: &KubernetesConfig) -> anyhow::Result<kube::Client> {
                 let pem = tokio::fs::read(ca)
                     .await
                     .with_context(|| format!("cannot read ca_file {}", ca.display()))?;
-                let certs = rustls_pemfile_certs(&pem)
-                    .with_context(|| format!("ca_file {} holds no certificate", ca.display()))?;
+                let certs = pem_certs(&pem).with_context(|| format!("ca_file {}", ca.display()))?;
                 c.root_cert = Some(certs);
             }
             c
@@ -57,30 +56,16 @@ async fn client_for(k: &KubernetesConfig) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("cannot build the Kubernetes client")
 }
 
-/// DER certificates from PEM text.
-fn rustls_pemfile_certs(pem: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let text = std::str::from_utf8(pem).ok()?;
-    let mut out = Vec::new();
-    let mut inside = false;
-    let mut b64 = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line == "-----BEGIN CERTIFICATE-----" {
-            inside = true;
-            b64.clear();
-        } else if line == "-----END CERTIFICATE-----" {
-            inside = false;
-            use base64::Engine;
-            out.push(
-                base64::engine::general_purpose::STANDARD
-                    .decode(&b64)
-                    .ok()?,
-            );
-        } else if inside {
-            b64.push_str(line);
-        }
-    }
-    (!out.is_empty()).then_some(out)
+/// DER certificates from PEM text; an error names what is wrong, and a file without any
+/// certificate is one too.
+fn pem_certs(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("not PEM certificates: {e}"))?;
+    anyhow::ensure!(!certs.is_empty(), "it holds no certificate");
+    Ok(certs)
 }
 
 /// Connects a Kubernetes runner: the API client and one watch on its namespace.
@@ -100,15 +85,26 @@ pub async fn connect(
         cleanup_timeout: k.cleanup_resources_timeout,
         ..LifecycleOptions::default()
     };
-    let pods = JobPods::start_with(
-        client,
-        std::slice::from_ref(&namespace),
-        runner.short_token(),
-        shutdown,
-        options,
-    )
-    .await
-    .with_context(|| format!("cannot watch pods in namespace {namespace:?}"))?;
+    // Jobs that may choose their namespace need the watch of all of them (and the manager a
+    // ClusterRole); else one watch of the runner's namespace (and a Role there).
+    let pods = if k.namespace_overwrite_allowed.is_some() {
+        JobPods::start_cluster_wide(client, runner.short_token(), shutdown, options)
+            .await
+            .context(
+                "cannot watch pods in all namespaces, as namespace_overwrite_allowed needs \
+                 (the manager needs a ClusterRole: rbac.clusterWideAccess in the chart)",
+            )?
+    } else {
+        JobPods::start_with(
+            client,
+            std::slice::from_ref(&namespace),
+            runner.short_token(),
+            shutdown,
+            options,
+        )
+        .await
+        .with_context(|| format!("cannot watch pods in namespace {namespace:?}"))?
+    };
     Ok(Arc::new(KubeExecutor { pods, namespace }))
 }
 
@@ -434,4 +430,30 @@ async fn report_adopted(env: &JobEnv, runner: &RunnerConfig, payload: AgentPaylo
     drop(payload);
     tracing::warn!(job_id = report.reporter.job_id(), end = %end.log_line(), "an adopted job pod ended without reporting its job; reporting it");
     report.end(end).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pem_certs;
+
+    #[tokio::test]
+    async fn a_ca_file_is_read_as_pem_and_a_bad_one_is_refused_clearly() {
+        let gl = oar_testkit::FakeGitlab::start_tls(oar_testkit::TlsOptions::default())
+            .await
+            .unwrap();
+        let pem = std::fs::read(gl.ca_pem_path().unwrap()).unwrap();
+        let certs = pem_certs(&pem).unwrap();
+        assert_eq!(certs.len(), 1);
+        // DER: a SEQUENCE.
+        assert_eq!(certs[0].first(), Some(&0x30));
+        let mut two = pem.clone();
+        two.extend_from_slice(&pem);
+        assert_eq!(pem_certs(&two).unwrap().len(), 2);
+        let none = pem_certs(b"just some text\n").unwrap_err().to_string();
+        assert!(none.contains("no certificate"), "{none}");
+        let broken = pem_certs(b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+            .unwrap_err()
+            .to_string();
+        assert!(broken.contains("not PEM"), "{broken}");
+    }
 }

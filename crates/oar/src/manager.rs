@@ -334,8 +334,14 @@ impl Worker {
     }
 }
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
-    fs_err::metadata(path).ok().and_then(|m| m.modified().ok())
+/// What tells a changed config file: modification time, size and inode. The time alone is
+/// not enough: the kernel stamps files with a coarse clock, so an edit written in place (a
+/// truncate, then the write) can keep the time of the truncate the runner may already have
+/// read, while the size differs; an editor that saves by renaming changes the inode.
+fn modified(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs_err::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

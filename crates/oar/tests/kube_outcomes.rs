@@ -601,3 +601,41 @@ async fn an_allowed_service_account_overwrite_is_the_pods_service_account() {
     eprintln!("took {:?}", started.elapsed());
     ns.delete().await.ok();
 }
+
+/// An allowed `KUBERNETES_NAMESPACE_OVERWRITE` runs the job's pod (and its Secret) in that
+/// namespace; the manager, whose runner allows it, watches pods in all namespaces.
+#[tokio::test]
+async fn an_allowed_namespace_overwrite_runs_the_pod_in_that_namespace() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-ns").await else {
+        return;
+    };
+    let other = cluster
+        .namespace("oar-outcome-other")
+        .await
+        .expect("a second namespace");
+    write_kube_config(
+        &f,
+        ns.name(),
+        "    namespace_overwrite_allowed = \"^oar-outcome-other-\"",
+        "",
+    );
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .variable("KUBERNETES_NAMESPACE_OVERWRITE", other.name())
+            .script(["echo \"ran in $KUBERNETES_NAMESPACE_OVERWRITE\""]),
+    );
+    let here = PodLog::start(&ns).await;
+    let there = PodLog::start(&other).await;
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(trace.contains(&format!("ran in {}\n", other.name())), "{trace}");
+    assert_eq!(there.pods().len(), 1, "{:?}", there.pods());
+    assert!(here.pods().is_empty(), "{:?}", here.pods());
+    assert_nothing_left(&other).await;
+    assert_nothing_left(&ns).await;
+    other.delete().await.ok();
+    ns.delete().await.ok();
+}

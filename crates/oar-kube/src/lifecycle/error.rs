@@ -56,10 +56,11 @@ pub enum LifecycleError {
     },
     /// The watch of a namespace did not finish its first list in time.
     #[error(
-        "the watch of pods in namespace {namespace:?} did not list them within {timeout:?}: {last_error}"
+        "the watch of pods in {} did not list them within {timeout:?}: {last_error}",
+        super::watch::scope_name(namespace)
     )]
     WatchStart {
-        /// The namespace.
+        /// The namespace (empty: all namespaces).
         namespace: String,
         /// How long the manager waited.
         timeout: Duration,

@@ -59,7 +59,7 @@ pub use message::{FinalState, TERMINATION_MESSAGE_LIMIT, TerminationMessage};
 use crate::pod::{BuiltPod, LABEL_JOB_ID, runner_selector};
 use end::{Step, Tracker};
 use error::{is_not_found, status_code};
-use watch::{NsWatch, View};
+use watch::{ALL_NAMESPACES, NsWatch, View};
 
 /// Settings of the lifecycle (the `[runners.kubernetes]` keys that are not the pod's).
 #[derive(Debug, Clone)]
@@ -226,6 +226,39 @@ impl JobPods {
         shutdown: CancellationToken,
         options: LifecycleOptions,
     ) -> Result<Self, LifecycleError> {
+        let keys: Vec<String> = namespaces
+            .iter()
+            .filter(|ns| !ns.is_empty())
+            .cloned()
+            .collect();
+        Self::start_watches(client, keys, runner_short_token, shutdown, options).await
+    }
+
+    /// Starts one shared watch of this runner's pods in all namespaces, for a runner whose jobs
+    /// may choose their namespace (`namespace_overwrite_allowed`). The manager then needs
+    /// to list and watch pods cluster-wide: a ClusterRole with [`crate::rbac::RULES`].
+    pub async fn start_cluster_wide(
+        client: Client,
+        runner_short_token: &str,
+        shutdown: CancellationToken,
+        options: LifecycleOptions,
+    ) -> Result<Self, LifecycleError> {
+        let keys = vec![ALL_NAMESPACES.to_owned()];
+        Self::start_watches(client, keys, runner_short_token, shutdown, options).await
+    }
+
+    /// Whether this runner watches pods in every namespace.
+    pub fn is_cluster_wide(&self) -> bool {
+        self.namespaces.contains_key(ALL_NAMESPACES)
+    }
+
+    async fn start_watches(
+        client: Client,
+        namespaces: Vec<String>,
+        runner_short_token: &str,
+        shutdown: CancellationToken,
+        options: LifecycleOptions,
+    ) -> Result<Self, LifecycleError> {
         let selector = runner_selector(runner_short_token);
         let required_labels = selector
             .split(',')
@@ -236,11 +269,11 @@ impl JobPods {
         let stop_on_drop = stop.clone().drop_guard();
         let mut watches = BTreeMap::new();
         for ns in namespaces {
-            if ns.is_empty() || watches.contains_key(ns) {
+            if watches.contains_key(&ns) {
                 continue;
             }
-            let watch = NsWatch::start(client.clone(), ns, &selector, stop.clone());
-            watches.insert(ns.clone(), watch);
+            let watch = NsWatch::start(client.clone(), &ns, &selector, stop.clone());
+            watches.insert(ns, watch);
         }
         let deadline = Instant::now() + options.start_timeout;
         for watch in watches.values() {
@@ -288,7 +321,8 @@ impl JobPods {
         &self.selector
     }
 
-    /// The watched namespaces.
+    /// The watched namespaces (an empty name: all of them, see
+    /// [`JobPods::start_cluster_wide`]).
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespaces.keys().map(String::as_str)
     }
@@ -296,6 +330,7 @@ impl JobPods {
     fn watch_of(&self, namespace: &str) -> Result<&Arc<NsWatch>, LifecycleError> {
         self.namespaces
             .get(namespace)
+            .or_else(|| self.namespaces.get(ALL_NAMESPACES))
             .ok_or_else(|| LifecycleError::NotWatched {
                 namespace: namespace.to_owned(),
                 watched: self.namespaces.keys().cloned().collect(),
@@ -441,7 +476,7 @@ impl JobPods {
         loop {
             changes.borrow_and_update();
             let now = Instant::now();
-            let view = watch.view(&pod.name, &pod.uid, pod.seen_at_seq);
+            let view = watch.view(&pod.namespace, &pod.name, &pod.uid, pod.seen_at_seq);
             let step = match &view {
                 View::Gone(last) => return gone_end(last.as_deref()),
                 View::Present(p) => tracker.step(Some(p), now),
@@ -455,7 +490,7 @@ impl JobPods {
                     if !stale {
                         return end;
                     }
-                    match self.confirm(&watch, pod, &mut tracker).await {
+                    match self.confirm(pod, &mut tracker).await {
                         Confirmed::End(end) => return end,
                         Confirmed::Wait(at) => at,
                     }
@@ -482,9 +517,10 @@ impl JobPods {
     }
 
     /// A timed failure is due but the watch's view may be stale: one `get` decides.
-    async fn confirm(&self, watch: &NsWatch, pod: &JobPod, tracker: &mut Tracker) -> Confirmed {
+    async fn confirm(&self, pod: &JobPod, tracker: &mut Tracker) -> Confirmed {
         let now = Instant::now();
-        match watch.api.get_opt(&pod.name).await {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        match pods.get_opt(&pod.name).await {
             Ok(Some(fresh)) if fresh.metadata.uid.as_deref() == Some(pod.uid.as_str()) => {
                 match tracker.step(Some(&fresh), now) {
                     Step::End(end) | Step::Due(end) => Confirmed::End(end),
@@ -513,7 +549,7 @@ impl JobPods {
             tracing::warn!(pod = %pod.display_name(), timeout = ?self.options.cleanup_timeout,
                 "Error cleaning up pod: timed out");
         }
-        if let Some(watch) = self.namespaces.get(&pod.namespace) {
+        if let Ok(watch) = self.watch_of(&pod.namespace) {
             watch.forget(&pod.uid);
         }
     }

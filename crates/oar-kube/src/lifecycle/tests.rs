@@ -545,3 +545,98 @@ async fn create_refuses_unwatched_namespaces_and_foreign_labels() {
         Err(LifecycleError::NotLabelled { .. })
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_wide_runner_watches_all_namespaces_and_creates_where_the_job_says() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let mut handle = Box::pin(handle);
+    let client = Client::new(service, NS);
+    let starting = tokio::spawn(async move {
+        JobPods::start_cluster_wide(
+            client,
+            TOKEN,
+            CancellationToken::new(),
+            LifecycleOptions::default(),
+        )
+        .await
+    });
+    // One list of the runner's pods in every namespace.
+    let (m, path, query, _, reply) = next(&mut handle.as_mut()).await;
+    assert_eq!((m, path.as_str()), (Method::GET, "/api/v1/pods"));
+    assert!(query.contains("labelSelector="), "{query}");
+    let here = pod_json("uid-1", "7", "10", json!({ "running": {} }));
+    let mut there = pod_json("uid-2", "8", "10", json!({ "running": {} }));
+    there["metadata"]["namespace"] = "other".into();
+    there["metadata"]["name"] = "runner-abc-project-1-concurrent-1-job-8".into();
+    respond(reply, StatusCode::OK, &pod_list(vec![here, there], "10"));
+    let pods = starting.await.unwrap().unwrap();
+    assert!(pods.is_cluster_wide());
+    // After a restart, the jobs of both namespaces are adopted and counted.
+    let listed = pods.list();
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|p| (p.namespace.as_str(), p.job_id))
+        .collect();
+    assert_eq!(seen, [(NS, Some(7)), ("other", Some(8))]);
+    assert_eq!(pods.running(), 2);
+
+    // A job whose namespace was overwritten: its objects go there.
+    let mut elsewhere = built();
+    elsewhere.namespace = "other".into();
+    elsewhere.pod.metadata.namespace = Some("other".into());
+    let mut secret = payload();
+    secret.metadata.namespace = Some("other".into());
+    let creating = tokio::spawn(async move { pods.create(&elsewhere, secret).await.map(drop) });
+    // (The watch's own GET, racing with the create, is left hanging.)
+    let mut watches = Vec::new();
+    let (m, path, reply) = loop {
+        let (m, path, _, _, reply) = next(&mut handle.as_mut()).await;
+        if m != Method::GET {
+            break (m, path, reply);
+        }
+        watches.push(reply);
+    };
+    assert_eq!(
+        (m, path.as_str()),
+        (Method::POST, "/api/v1/namespaces/other/secrets")
+    );
+    respond(
+        reply,
+        StatusCode::FORBIDDEN,
+        &status_body(403, "Forbidden", "secrets is forbidden in namespace other"),
+    );
+    let err = creating.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("other"), "{err}");
+}
+
+#[tokio::test]
+async fn a_cluster_wide_watch_that_is_forbidden_says_so() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let mut handle = Box::pin(handle);
+    let client = Client::new(service, NS);
+    let starting = tokio::spawn(async move {
+        JobPods::start_cluster_wide(
+            client,
+            TOKEN,
+            CancellationToken::new(),
+            LifecycleOptions::default(),
+        )
+        .await
+    });
+    let (_, path, _, _, reply) = next(&mut handle.as_mut()).await;
+    assert_eq!(path, "/api/v1/pods");
+    respond(
+        reply,
+        StatusCode::FORBIDDEN,
+        &status_body(
+            403,
+            "Forbidden",
+            "pods is forbidden: cannot list resource \"pods\" at the cluster scope",
+        ),
+    );
+    let err = starting.await.unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("all namespaces") && err.contains("cluster scope"),
+        "{err}"
+    );
+}

@@ -17,6 +17,18 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The key of a cluster-wide watch (`kubectl get pods --all-namespaces`).
+pub(crate) const ALL_NAMESPACES: &str = "";
+
+/// How logs and errors name a watch's namespace.
+pub(crate) fn scope_name(namespace: &str) -> String {
+    if namespace == ALL_NAMESPACES {
+        "all namespaces".to_owned()
+    } else {
+        format!("namespace {namespace:?}")
+    }
+}
+
 /// Pods remembered after they went away, at most, per namespace (oldest forgotten first).
 const TOMBSTONES: usize = 1024;
 /// How long a pod is remembered after it went away. Waiting jobs look at it as soon as the
@@ -52,10 +64,11 @@ pub(crate) fn slim(pod: &mut Pod) {
     });
 }
 
-/// The watch of one namespace, shared by every job there.
+/// The watch of one namespace (or of all of them: [`ALL_NAMESPACES`]), shared by every job
+/// there.
 pub(crate) struct NsWatch {
+    /// The namespace, or [`ALL_NAMESPACES`].
     pub(crate) namespace: String,
-    pub(crate) api: Api<Pod>,
     pub(crate) store: Store<Pod>,
     /// Bumped after every event the store has taken in (and every watch error).
     pub(crate) changes: watch::Sender<u64>,
@@ -99,19 +112,23 @@ impl NsWatch {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts watching `namespace` for pods matching `selector`, until `stop` fires.
+    /// Starts watching `namespace` (or all of them: [`ALL_NAMESPACES`]) for pods matching
+    /// `selector`, until `stop` fires.
     pub(crate) fn start(
         client: kube::Client,
         namespace: &str,
         selector: &str,
         stop: CancellationToken,
     ) -> Arc<NsWatch> {
-        let api: Api<Pod> = Api::namespaced(client, namespace);
+        let api: Api<Pod> = if namespace == ALL_NAMESPACES {
+            Api::all(client)
+        } else {
+            Api::namespaced(client, namespace)
+        };
         let (store, writer) = reflector::store();
         let (changes, _) = watch::channel(0);
         let ns = Arc::new(NsWatch {
             namespace: namespace.to_owned(),
-            api: api.clone(),
             store,
             changes,
             state: Mutex::new(NsState::default()),
@@ -135,7 +152,7 @@ impl NsWatch {
                     None => break,
                 }
             }
-            tracing::debug!(namespace = %task_ns.namespace, "pod watch stopped");
+            tracing::debug!(scope = %scope_name(&task_ns.namespace), "pod watch stopped");
         });
         ns
     }
@@ -174,9 +191,9 @@ impl NsWatch {
                 Err(e) => {
                     let text = e.to_string();
                     if st.degraded.is_none() {
-                        tracing::warn!(namespace = %self.namespace, error = %text, "pod watch failed; resuming with backoff");
+                        tracing::warn!(scope = %scope_name(&self.namespace), error = %text, "pod watch failed; resuming with backoff");
                     } else {
-                        tracing::debug!(namespace = %self.namespace, error = %text, "pod watch failed again");
+                        tracing::debug!(scope = %scope_name(&self.namespace), error = %text, "pod watch failed again");
                     }
                     if let watcher::Error::InitialListFailed(kube::Error::Api(s)) = e
                         && s.is_forbidden()
@@ -213,10 +230,10 @@ impl NsWatch {
         self.state().init_seq
     }
 
-    /// Where the pod `name` with `uid` stands, for a pod created when [`Self::init_seq`] was
-    /// `created_at_seq`.
-    pub(crate) fn view(&self, name: &str, uid: &str, created_at_seq: u64) -> View {
-        let key = ObjectRef::<Pod>::new(name).within(&self.namespace);
+    /// Where the pod `namespace/name` with `uid` stands, for a pod created when
+    /// [`Self::init_seq`] was `created_at_seq`.
+    pub(crate) fn view(&self, namespace: &str, name: &str, uid: &str, created_at_seq: u64) -> View {
+        let key = ObjectRef::<Pod>::new(name).within(namespace);
         let st = self.state();
         if let Some(pod) = self.store.get(&key)
             && pod.meta().uid.as_deref() == Some(uid)
