@@ -4,7 +4,7 @@
 //! [`oar_job::podstep`]).
 
 use nix::sys::stat::Mode;
-use oar_job::podstep::{BUILD_CONTAINER, Event, Layout, Request, StepId};
+use oar_job::podstep::{BUILD_CONTAINER, Event, Layout, PROTOCOL_VERSION, Request, StepId};
 use oar_job::{JobContext, JobError, StageExit, StageRunner, StageScript, TraceLog};
 use oar_shell::ShellRunner;
 use std::path::Path;
@@ -134,7 +134,19 @@ impl PodRunner {
         let waited = tokio::time::timeout(self.ready_timeout, async {
             loop {
                 match Self::next_event(channel).await? {
-                    Event::Ready { shell, .. } => return Ok::<_, JobError>(shell),
+                    Event::Ready { version, shell, .. } if version == PROTOCOL_VERSION => {
+                        return Ok::<_, JobError>(shell);
+                    }
+                    // The wrapper comes with the pod spec (the manager), this agent with the
+                    // helper image: a pinned helper_image of another Oar release may not
+                    // understand it.
+                    Event::Ready { version, .. } => {
+                        return Err(JobError::Executor(format!(
+                            "the build container's step wrapper speaks protocol {version}, \
+                             this helper speaks {PROTOCOL_VERSION}: the helper image and the \
+                             runner are different Oar releases (check helper_image)"
+                        )));
+                    }
                     Event::Exited { code } => return Err(wrapper_exited(code)),
                     _ => {}
                 }
@@ -284,5 +296,53 @@ impl StageRunner for PodRunner {
 
     async fn cleanup(&self, ctx: &JobContext) {
         self.local.cleanup(ctx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(dir: &Path) -> PodRunner {
+        let layout = Layout::new(dir.join("scripts"), dir.join("logs"));
+        PodRunner::new(
+            layout,
+            ShellRunner::new(oar_shell::Shell::Sh),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Plays the wrapper's side: writes `line` to the status FIFO once the agent made it.
+    async fn wrapper_says(runner: &PodRunner, line: &str) -> Channel {
+        let channel = runner.open_channel().unwrap();
+        let mut status = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(runner.layout.status())
+            .unwrap();
+        status.write_all(line.as_bytes()).await.unwrap();
+        // The agent's channel keeps the FIFO open: the line waits in the pipe.
+        channel
+    }
+
+    #[tokio::test]
+    async fn the_wrappers_ready_gives_the_steps_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = runner(dir.path());
+        let line = format!("ready {PROTOCOL_VERSION} /bin/bash setsid\n");
+        let mut channel = wrapper_says(&r, &line).await;
+        assert_eq!(r.ensure_ready(&mut channel).await.unwrap(), "/bin/bash");
+    }
+
+    #[tokio::test]
+    async fn a_wrapper_of_another_oar_release_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = runner(dir.path());
+        let line = format!("ready {} /bin/sh setsid\n", PROTOCOL_VERSION + 1);
+        let mut channel = wrapper_says(&r, &line).await;
+        let err = r.ensure_ready(&mut channel).await.unwrap_err().to_string();
+        assert!(
+            err.contains("protocol") && err.contains("helper_image"),
+            "{err}"
+        );
     }
 }

@@ -631,7 +631,10 @@ async fn an_allowed_namespace_overwrite_runs_the_pod_in_that_namespace() {
     let job = finished(&f, id, Some(&out)).await;
     let trace = job.trace_str();
     assert_eq!(job.state, JobState::Success, "{trace}");
-    assert!(trace.contains(&format!("ran in {}\n", other.name())), "{trace}");
+    assert!(
+        trace.contains(&format!("ran in {}\n", other.name())),
+        "{trace}"
+    );
     assert_eq!(there.pods().len(), 1, "{:?}", there.pods());
     assert!(here.pods().is_empty(), "{:?}", here.pods());
     assert_nothing_left(&other).await;
