@@ -546,20 +546,23 @@ async fn create_refuses_unwatched_namespaces_and_foreign_labels() {
     ));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_cluster_wide_runner_watches_all_namespaces_and_creates_where_the_job_says() {
+/// `JobPods::start_cluster_wide` against the mock API server, still waiting for its list.
+fn start_cluster_wide() -> (
+    tokio::task::JoinHandle<Result<JobPods, LifecycleError>>,
+    Pin<Box<Handle>>,
+) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut handle = Box::pin(handle);
     let client = Client::new(service, NS);
     let starting = tokio::spawn(async move {
-        JobPods::start_cluster_wide(
-            client,
-            TOKEN,
-            CancellationToken::new(),
-            LifecycleOptions::default(),
-        )
-        .await
+        let options = LifecycleOptions::default();
+        JobPods::start_cluster_wide(client, TOKEN, CancellationToken::new(), options).await
     });
+    (starting, Box::pin(handle))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_wide_runner_watches_all_namespaces_and_creates_where_the_job_says() {
+    let (starting, mut handle) = start_cluster_wide();
     // One list of the runner's pods in every namespace.
     let (m, path, query, _, reply) = next(&mut handle.as_mut()).await;
     assert_eq!((m, path.as_str()), (Method::GET, "/api/v1/pods"));
@@ -611,18 +614,7 @@ async fn a_cluster_wide_runner_watches_all_namespaces_and_creates_where_the_job_
 
 #[tokio::test]
 async fn a_cluster_wide_watch_that_is_forbidden_says_so() {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut handle = Box::pin(handle);
-    let client = Client::new(service, NS);
-    let starting = tokio::spawn(async move {
-        JobPods::start_cluster_wide(
-            client,
-            TOKEN,
-            CancellationToken::new(),
-            LifecycleOptions::default(),
-        )
-        .await
-    });
+    let (starting, mut handle) = start_cluster_wide();
     let (_, path, _, _, reply) = next(&mut handle.as_mut()).await;
     assert_eq!(path, "/api/v1/pods");
     respond(
