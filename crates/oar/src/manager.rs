@@ -360,6 +360,9 @@ pub async fn run(
     system_id: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Stamped before the first read: an edit made while the runner starts is picked up (at
+    // worst the same file is read twice), never missed.
+    let mut stamp = modified(&opts.config_path);
     let config = load(&opts.config_path)?;
     if config.runners.is_empty() {
         anyhow::bail!(
@@ -388,7 +391,6 @@ pub async fn run(
         "Oar is running"
     );
     let mut shutdown_timeout = config.shutdown_timeout;
-    let mut stamp = modified(&opts.config_path);
     let mut reload = tokio::time::interval(opts.reload_interval);
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let signals = crate::signals::Signals::new()?;
