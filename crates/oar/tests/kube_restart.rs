@@ -9,7 +9,7 @@ mod common;
 use common::kube::{assert_nothing_left, setup};
 use common::kube_run::{RunningOar, count_lines, job_pods, manager_kubeconfig, write_run_config};
 use k8s_openapi::api::core::v1::Pod;
-use oar_testkit::cluster::ApiCalls;
+use oar_testkit::cluster::{ApiCalls, wait_for};
 use oar_testkit::{Endpoint, JobSnapshot, JobSpec, JobState};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -364,20 +364,25 @@ async fn an_api_server_restart_mid_job_does_not_disturb_the_jobs() {
     ns.delete().await.ok();
 }
 
+/// The containerd id of a pod's container, once the kubelet reported it.
+fn container_id(pod: &Pod, container: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_deref()?
+        .iter()
+        .find(|c| c.name == container)?
+        .container_id
+        .as_deref()?
+        .strip_prefix("containerd://")
+        .map(str::to_owned)
+}
+
 /// Kills a container of a pod through the node's containerd (`ctr`), as the kernel's OOM killer
 /// or a crash would: the kubelet sees it exit with 137.
 async fn kill_container(pod: &Pod, container: &str) {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .find(|c| c.name == container)
-        .and_then(|c| c.container_id.as_deref())
-        .and_then(|id| id.strip_prefix("containerd://"))
-        .unwrap_or_else(|| panic!("container {container} has no containerd id: {pod:#?}"))
-        .to_owned();
+    let id = container_id(pod, container)
+        .unwrap_or_else(|| panic!("container {container} has no containerd id: {pod:#?}"));
     let sock = std::env::var("OAR_TEST_CONTAINERD_SOCK")
         .expect("OAR_TEST_CONTAINERD_SOCK (from scripts/cluster env)");
     let out = tokio::process::Command::new("ctr")
@@ -421,8 +426,16 @@ async fn an_adopted_pod_that_dies_without_reporting_is_reported_by_the_new_manag
     second.wait_lines("adopting a job pod", 1, ADOPT_WAIT).await;
     let pods = job_pods(&ns).await;
     assert_eq!(pods.len(), 1);
+    // The kubelet may report the helper's container a moment after the job's first output.
+    let name = pods[0].metadata.name.clone().unwrap_or_default();
+    let pod = wait_for(&ns.api::<Pod>(), &name, JOBS_WAIT, |p| {
+        p.is_some_and(|p| container_id(p, oar_kube::pod::HELPER_CONTAINER).is_some())
+    })
+    .await
+    .unwrap()
+    .expect("the job pod");
     // The job's driver dies: the pod can no longer report the job.
-    kill_container(&pods[0], oar_kube::pod::HELPER_CONTAINER).await;
+    kill_container(&pod, oar_kube::pod::HELPER_CONTAINER).await;
 
     let job = f.gl.wait_job_finished(id, JOBS_WAIT).await.unwrap();
     assert_eq!(job.state, JobState::Failed, "{}", job.trace_str());
