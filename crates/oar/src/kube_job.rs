@@ -28,7 +28,15 @@ pub fn default_helper_image() -> String {
 pub struct KubeExecutor {
     pods: JobPods,
     namespace: String,
+    /// Bounds the job pods being built and created at once (see [`CREATING_AT_ONCE`]).
+    creating: tokio::sync::Semaphore,
 }
+
+/// How many job pods the manager builds and creates at once. A burst of jobs (hundreds taken
+/// within seconds) would otherwise hold every job's context, pod spec and payload in memory
+/// together while the API server works through the creates, and the allocator keeps that
+/// peak as the manager's size for good. Creates take milliseconds each, so jobs barely wait.
+const CREATING_AT_ONCE: usize = 16;
 
 async fn client_for(k: &KubernetesConfig) -> anyhow::Result<kube::Client> {
     let mut config = match &k.host {
@@ -105,7 +113,11 @@ pub async fn connect(
         .await
         .with_context(|| format!("cannot watch pods in namespace {namespace:?}"))?
     };
-    Ok(Arc::new(KubeExecutor { pods, namespace }))
+    Ok(Arc::new(KubeExecutor {
+        pods,
+        namespace,
+        creating: tokio::sync::Semaphore::new(CREATING_AT_ONCE),
+    }))
 }
 
 fn random_suffix() -> String {
@@ -216,7 +228,11 @@ pub async fn run(
     // What building and creating the pod needs (the job, its variables, the pod spec and the
     // payload) lives on the heap only until the pod exists: hundreds of running jobs then
     // hold just their pod's name and their reporter.
-    let created = Box::pin(create_pod(env, exec, runner, job, slot)).await;
+    let created = {
+        // Closed never: the semaphore lives as long as the executor.
+        let _permit = exec.creating.acquire().await.ok();
+        Box::pin(create_pod(env, exec, runner, job, slot)).await
+    };
     let outcome = match created {
         Err((reason, message)) => Some(report.failure(reason, &message).await),
         Ok((pod, poll_timeout)) => finish_pod(exec, &pod, poll_timeout, &report).await,
