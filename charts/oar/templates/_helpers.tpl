@@ -110,10 +110,7 @@ the gitlab-runner chart there is no wildcard fallback.
   verbs: ["create", "get", "list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "get", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["list", "watch"]
+  verbs: ["create", "get"]
 {{- end -}}
 
 {{/* The rules rendered into the Role: `rbac.rules` when set, else the default list. */}}

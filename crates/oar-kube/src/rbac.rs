@@ -1,11 +1,13 @@
 //! The one list of Kubernetes API permissions the Oar manager uses.
 //!
-//! The manager creates a Secret (the job payload, and per-job registry credentials) and a Pod
-//! per job, watches its pods through one watch per namespace, reads events to explain pods that
-//! do not start, and deletes both at the end. It never execs into, attaches to or reads logs of
-//! pods (the job drives itself inside the pod), so it needs far less than GitLab Runner's
-//! Kubernetes executor: no `pods/exec`, `pods/attach`, `pods/log`, `services`,
-//! `serviceaccounts`, `namespaces` or `poddisruptionbudgets`.
+//! The manager creates a Pod and a Secret (the job payload, with the job's registry
+//! credentials) per job, watches its pods through one watch per namespace, and deletes the pod
+//! at the end; the Secret, owned by the pod, goes with it. It explains pods that do not start
+//! from their status (container states, the scheduler's condition), not from events. It never
+//! execs into, attaches to or reads logs of pods (the job drives itself inside the pod), so it
+//! needs far less than GitLab Runner's Kubernetes executor: no `pods/exec`, `pods/attach`,
+//! `pods/log`, `events`, `services`, `serviceaccounts`, `namespaces` or
+//! `poddisruptionbudgets`.
 //!
 //! The Helm chart's Role must grant exactly [`RULES`]; its test compares against
 //! [`rules_yaml`]. Change both together.
@@ -26,11 +28,9 @@ pub struct Rule {
 /// - `pods`: `create` (the job pod), `get` (one pod, after a watch restart), `list` + `watch`
 ///   (the shared per-namespace watch, and finding the runner's pods after a manager restart),
 ///   `delete` (cleanup).
-/// - `secrets`: `create` (payload and registry credentials), `get` (the payload of a pod
-///   adopted after a manager restart, to report its job should the pod end without reporting),
-///   `patch` (the ownerReference to the pod, set once the pod exists, so the Secret goes with
-///   the pod), `delete` (cleanup when the pod was never created).
-/// - `events`: `list` + `watch` (scheduling and image pull failures reported to the job log).
+/// - `secrets`: `create` (payload and registry credentials, owned by the pod from the start, so
+///   the garbage collector deletes it with the pod), `get` (the payload of a pod adopted after
+///   a manager restart, to report its job should the pod end without reporting).
 pub const RULES: &[Rule] = &[
     Rule {
         api_groups: &[""],
@@ -40,12 +40,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         api_groups: &[""],
         resources: &["secrets"],
-        verbs: &["create", "get", "patch", "delete"],
-    },
-    Rule {
-        api_groups: &[""],
-        resources: &["events"],
-        verbs: &["list", "watch"],
+        verbs: &["create", "get"],
     },
 ];
 
@@ -95,10 +90,7 @@ mod tests {
              \x20   verbs: [\"create\", \"get\", \"list\", \"watch\", \"delete\"]\n\
              \x20 - apiGroups: [\"\"]\n\
              \x20   resources: [\"secrets\"]\n\
-             \x20   verbs: [\"create\", \"get\", \"patch\", \"delete\"]\n\
-             \x20 - apiGroups: [\"\"]\n\
-             \x20   resources: [\"events\"]\n\
-             \x20   verbs: [\"list\", \"watch\"]\n"
+             \x20   verbs: [\"create\", \"get\"]\n"
         );
         assert!(role_yaml("oar", "ci").starts_with(
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: oar\n  namespace: ci\nrules:\n"

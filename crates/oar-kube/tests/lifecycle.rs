@@ -392,10 +392,10 @@ async fn one_job_costs_at_most_four_writes_and_no_pod_gets() {
         .iter()
         .map(|verb| calls.events().iter().filter(|e| e.verb == *verb).count())
         .sum();
-    assert!(writes <= 4, "{writes} writes:\n{calls}");
+    assert!(writes <= 3, "{writes} writes:\n{calls}");
     assert_eq!(calls.count("create", "secrets"), 1, "{calls}");
     assert_eq!(calls.count("create", "pods"), 1, "{calls}");
-    assert_eq!(calls.count("patch", "secrets"), 1, "{calls}");
+    assert_eq!(calls.count("patch", "secrets"), 0, "{calls}");
     assert_eq!(calls.count("delete", "pods"), 1, "{calls}");
     assert_eq!(calls.count("get", "pods"), 0, "polled the pod:\n{calls}");
     assert_eq!(calls.count("list", "pods"), 1, "{calls}");

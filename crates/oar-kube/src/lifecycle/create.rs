@@ -1,15 +1,20 @@
-//! Creating a job's objects: its Secret, its Pod, then the Secret's ownerReference to the Pod.
+//! Creating a job's objects: its Pod, then its payload Secret, created with an ownerReference
+//! to the Pod so that it is garbage-collected with it.
 //!
-//! Three writes per job, and the same calls after a manager restart between two of them: an
-//! `AlreadyExists` for the same job is adopted. The job's registry credentials (GitLab sends
+//! Two writes per job, and no moment when a Secret exists without its owner: a manager killed
+//! between the two calls leaves a pod that cannot start (its payload volume is missing), which
+//! the next manager adopts and fails after `poll_timeout`, and deletes; nothing leaks. The pod
+//! waits for the Secret without cost: the kubelet mounts the volume only once the pod is
+//! scheduled, by which time the Secret, created right after the pod, exists. The same calls
+//! after a manager restart between them: an `AlreadyExists` for the same job is adopted. The job's registry credentials (GitLab sends
 //! some with nearly every job) do not cost a Secret of their own: they go into the payload
 //! Secret, which then has the type the kubelet requires of an image pull Secret
 //! (`kubernetes.io/dockerconfigjson`), and the pod pulls with it ([`merge_registry_secret`]).
 
 use k8s_openapi::api::core::v1::{KeyToPath, LocalObjectReference, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
 use super::error::{LifecycleError, is_already_exists, is_not_found};
 use crate::pod::{BuiltPod, LABEL_JOB_ID, PAYLOAD_KEY};
@@ -21,8 +26,6 @@ pub(crate) struct Created {
     pub(crate) name: String,
     pub(crate) uid: String,
     pub(crate) job_id: Option<u64>,
-    /// Secrets that did not get their ownerReference: cleanup deletes them itself.
-    pub(crate) unowned_secrets: Vec<String>,
     /// Whether the pod existed already (adopted after a restart).
     pub(crate) adopted: bool,
 }
@@ -31,39 +34,23 @@ fn job_label(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
     meta.labels.as_ref()?.get(LABEL_JOB_ID).map(String::as_str)
 }
 
-/// A Secret's creation: created now, or there already.
-enum SecretOutcome {
-    Created,
-    Existed,
-}
-
 async fn create_secret(
     api: &Api<Secret>,
     secret: &Secret,
     namespace: &str,
-) -> Result<SecretOutcome, LifecycleError> {
+) -> Result<(), LifecycleError> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), secret).await {
-        Ok(_) => Ok(SecretOutcome::Created),
+        Ok(_) => Ok(()),
         // The Secret is named after the pod, which is named after the job: it is this job's,
-        // left by a manager that restarted before it created the pod.
+        // left by a manager that restarted after creating it.
         Err(e) if is_already_exists(&e) => {
             tracing::info!(namespace, secret = %name, "secret exists already: adopting it");
-            Ok(SecretOutcome::Existed)
+            Ok(())
         }
         Err(e) => Err(LifecycleError::api(format!(
             "creating Secret {namespace}/{name}"
         ))(e)),
-    }
-}
-
-async fn delete_secret_quietly(api: &Api<Secret>, namespace: &str, name: &str) {
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => {
-            tracing::warn!(namespace, secret = name, error = %e, "Error cleaning up secrets")
-        }
     }
 }
 
@@ -97,7 +84,7 @@ fn prepare_secret(
 /// (`kubernetes.io/dockerconfigjson`: the kubelet reads image pull credentials only from
 /// Secrets of that type, and the API server only checks that `.dockerconfigjson` is JSON), and
 /// points the pod's `imagePullSecrets` entry at the payload Secret. The helper's payload volume
-/// then projects only the payload key. One Secret per job: one create, one patch.
+/// then projects only the payload key. One Secret per job: one create.
 pub(crate) fn merge_registry_secret(pod: &mut Pod, payload: &mut Secret, registry: &Secret) {
     let payload_name = payload.metadata.name.clone().unwrap_or_default();
     let registry_name = registry.metadata.name.clone().unwrap_or_default();
@@ -142,9 +129,9 @@ pub(crate) fn merge_registry_secret(pod: &mut Pod, payload: &mut Secret, registr
     }
 }
 
-/// Creates the payload Secret (with the registry credentials, if any), the Pod, then points
-/// the Secret's ownerReference at the Pod. On a failure to create the pod, the Secret created
-/// here is deleted again.
+/// Creates the Pod, then the payload Secret (with the registry credentials, if any) owned by
+/// it. When the Secret cannot be created, the Pod created here is deleted again: it could never
+/// start.
 pub(crate) async fn create_objects(
     client: &Client,
     built: &BuiltPod,
@@ -174,17 +161,10 @@ pub(crate) async fn create_objects(
             });
         }
     }
+    let mut secret = prepare_secret(payload_secret, namespace, "payload Secret")?;
     let job_id = job_label(&pod.metadata).map(str::to_owned);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-
-    let secret = prepare_secret(payload_secret, namespace, "payload Secret")?;
-    let secret_name = secret.metadata.name.clone().unwrap_or_default();
-    let mut created_here = Vec::new();
-    if let SecretOutcome::Created = create_secret(&secrets, &secret, namespace).await? {
-        created_here.push(secret_name.clone());
-    }
-    let to_own = vec![secret_name];
 
     let (created, adopted) = match pods.create(&PostParams::default(), &pod).await {
         Ok(created) => (created, false),
@@ -195,9 +175,6 @@ pub(crate) async fn create_objects(
             )))?;
             let theirs = job_label(&existing.metadata).map(str::to_owned);
             if theirs != job_id {
-                for s in &created_here {
-                    delete_secret_quietly(&secrets, namespace, s).await;
-                }
                 return Err(LifecycleError::Conflict {
                     kind: "Pod",
                     namespace: namespace.to_owned(),
@@ -212,9 +189,6 @@ pub(crate) async fn create_objects(
             (existing, true)
         }
         Err(e) => {
-            for s in &created_here {
-                delete_secret_quietly(&secrets, namespace, s).await;
-            }
             return Err(LifecycleError::api(format!(
                 "creating Pod {namespace}/{name}"
             ))(e));
@@ -230,35 +204,43 @@ pub(crate) async fn create_objects(
             problem: "the API server returned it without a uid".to_owned(),
         })?;
 
-    // Garbage-collect the Secrets with the pod. Not `blockOwnerDeletion`: that needs
-    // permission on the pod's finalizers, and nothing waits for them.
-    let owner = json!({
-        "metadata": {
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": name,
-                "uid": uid,
-            }]
+    // Garbage-collected with the pod. Not `blockOwnerDeletion`: that needs permission on the
+    // pod's finalizers, and nothing waits for them.
+    secret.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".to_owned(),
+        kind: "Pod".to_owned(),
+        name: name.clone(),
+        uid: uid.clone(),
+        ..OwnerReference::default()
+    }]);
+    if let Err(e) = create_secret(&secrets, &secret, namespace).await {
+        if !adopted {
+            delete_pod_quietly(&pods, namespace, &name, &uid).await;
         }
-    });
-    let mut unowned_secrets = Vec::new();
-    for secret_name in to_own {
-        let patched = secrets
-            .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&owner))
-            .await;
-        if let Err(e) = patched {
-            tracing::warn!(namespace, secret = %secret_name, error = %e,
-                "could not set the secret's owner to its pod; cleanup deletes it");
-            unowned_secrets.push(secret_name);
-        }
+        return Err(e);
     }
     Ok(Created {
         namespace: namespace.to_owned(),
         name,
         uid,
         job_id: job_id.and_then(|j| j.parse().ok()),
-        unowned_secrets,
         adopted,
     })
+}
+
+/// Deletes the pod `name` with `uid` (a pod that cannot start); errors are only logged.
+async fn delete_pod_quietly(api: &Api<Pod>, namespace: &str, name: &str, uid: &str) {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => tracing::warn!(namespace, pod = name, error = %e, "Error cleaning up pod"),
+    }
 }

@@ -10,9 +10,9 @@
 //!   failures) into a reflector store, filtered by [`crate::pod::runner_selector`]. Jobs
 //!   waiting in that namespace are woken through a `tokio::sync::watch` channel fed by the
 //!   watch's events: no polling.
-//! - Per job ([`JobPods::create`], [`JobPods::cleanup`]): `create` Secret, `create` Pod,
-//!   `patch` Secret (its ownerReference, so the Secret is garbage-collected with the Pod),
-//!   `delete` Pod: 4 writes. The job's registry credentials go into that same Secret.
+//! - Per job ([`JobPods::create`], [`JobPods::cleanup`]): `create` Pod, `create` Secret (the
+//!   payload, with its ownerReference to the Pod, so it is garbage-collected with it), `delete`
+//!   Pod: 3 writes. The job's registry credentials go into that same Secret.
 //! - A `get` Pod only off the normal path: after an `AlreadyExists` (adoption), and when a
 //!   timed failure (`poll_timeout`, image pull grace) is due while the watch is broken or has
 //!   not shown the pod yet, to confirm it with fresh data.
@@ -100,7 +100,6 @@ pub struct JobPod {
     name: String,
     uid: String,
     job_id: Option<u64>,
-    unowned_secrets: Vec<String>,
     adopted: bool,
     /// The namespace watch's list count when the pod was known to exist.
     seen_at_seq: u64,
@@ -170,7 +169,6 @@ impl JobPodInfo {
             name: self.name.clone(),
             uid: self.uid.clone(),
             job_id: self.job_id,
-            unowned_secrets: Vec::new(),
             adopted: true,
             seen_at_seq: self.seen_at_seq,
         }
@@ -337,15 +335,14 @@ impl JobPods {
             })
     }
 
-    /// Creates the job's payload Secret (holding the registry credentials too, if any: see
-    /// [`BuiltPod::registry_secret`]), then its Pod, then sets the Secret's ownerReference to
-    /// the Pod so it is garbage-collected with it.
+    /// Creates the job's Pod, then its payload Secret (holding the registry credentials too,
+    /// if any: see [`BuiltPod::registry_secret`]) with an ownerReference to the Pod, so it is
+    /// garbage-collected with it.
     ///
-    /// Three writes per job. An `AlreadyExists` for the same
-    /// job (a manager restarted between these calls) is adopted; a pod of another job under
-    /// the same name is a [`LifecycleError::Conflict`]. When the pod cannot be created, the
-    /// Secrets created here are deleted again. A Secret whose ownerReference could not be set
-    /// is deleted by [`JobPods::cleanup`].
+    /// Two writes. An `AlreadyExists` for the same job (a manager restarted between these
+    /// calls) is adopted; a pod of another job under the same name is a
+    /// [`LifecycleError::Conflict`]. When the Secret cannot be created, the pod created here
+    /// is deleted again (it could never start).
     pub async fn create(
         &self,
         built: &BuiltPod,
@@ -374,7 +371,6 @@ impl JobPods {
             name: created.name,
             uid: created.uid,
             job_id: created.job_id,
-            unowned_secrets: created.unowned_secrets,
             adopted: created.adopted,
             seen_at_seq,
         })
@@ -536,8 +532,8 @@ impl JobPods {
         }
     }
 
-    /// Deletes the job pod (background propagation: its Secrets go with it through their
-    /// ownerReference) and any Secret that did not get its ownerReference. Idempotent (a 404
+    /// Deletes the job pod (background propagation: its Secret goes with it through its
+    /// ownerReference). Idempotent (a 404
     /// is done), bounded by [`LifecycleOptions::cleanup_timeout`], retried while the API
     /// server is unreachable; errors are only logged.
     pub async fn cleanup(&self, pod: &JobPod) {
@@ -569,15 +565,6 @@ impl JobPods {
             pods.delete(&pod.name, &params)
         })
         .await;
-        if pod.unowned_secrets.is_empty() {
-            return;
-        }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let params = DeleteParams::background();
-        for name in &pod.unowned_secrets {
-            let display = format!("{}/{name}", pod.namespace);
-            retry_delete("secret", &display, || secrets.delete(name, &params)).await;
-        }
     }
 }
 

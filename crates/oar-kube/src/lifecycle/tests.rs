@@ -113,40 +113,34 @@ fn pods_path() -> String {
     format!("/api/v1/namespaces/{NS}/pods")
 }
 
+/// The pod as the API server returns it from a create: with a uid.
+fn with_uid(mut body: Value, uid: &str) -> Value {
+    body["metadata"]["uid"] = uid.into();
+    body
+}
+
+fn owner(uid: &str) -> Value {
+    json!([{ "apiVersion": "v1", "kind": "Pod", "name": NAME, "uid": uid }])
+}
+
 #[tokio::test]
-async fn create_issues_secret_create_pod_create_secret_patch() {
+async fn create_issues_pod_create_then_an_owned_secret_create() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut handle = std::pin::pin!(handle);
         let (m, path, _, body, reply) = next(&mut handle).await;
-        assert_eq!((m, path.as_str()), (Method::POST, secrets_path().as_str()));
-        assert_eq!(body["metadata"]["name"], NAME);
-        assert!(body["metadata"].get("ownerReferences").is_none(), "{body}");
-        respond(reply, StatusCode::CREATED, &body);
-
-        let (m, path, _, body, reply) = next(&mut handle).await;
         assert_eq!((m, path.as_str()), (Method::POST, pods_path().as_str()));
         assert_eq!(body["metadata"]["labels"]["oar.dev/job-id"], "7");
-        let mut created = body.clone();
-        created["metadata"]["uid"] = "uid-1".into();
-        respond(reply, StatusCode::CREATED, &created);
+        respond(reply, StatusCode::CREATED, &with_uid(body, "uid-1"));
 
+        // The Secret is owned by the pod from its creation: no patch, no moment without owner.
         let (m, path, _, body, reply) = next(&mut handle).await;
-        assert_eq!(m, Method::PATCH);
-        assert_eq!(path, format!("{}/{NAME}", secrets_path()));
-        assert_eq!(
-            body,
-            json!({ "metadata": { "ownerReferences": [
-                { "apiVersion": "v1", "kind": "Pod", "name": NAME, "uid": "uid-1" }
-            ] } })
-        );
-        respond(
-            reply,
-            StatusCode::OK,
-            &serde_json::to_value(payload()).unwrap(),
-        );
+        assert_eq!((m, path.as_str()), (Method::POST, secrets_path().as_str()));
+        assert_eq!(body["metadata"]["name"], NAME);
+        assert_eq!(body["metadata"]["ownerReferences"], owner("uid-1"));
+        respond(reply, StatusCode::CREATED, &body);
         // Nothing else: the client is dropped once create returns.
-        assert!(handle.next_request().await.is_none(), "a fourth request");
+        assert!(handle.next_request().await.is_none(), "a third request");
     });
     let client = Client::new(service, NS);
     let created = create_objects(&client, &built(), payload()).await.unwrap();
@@ -155,7 +149,6 @@ async fn create_issues_secret_create_pod_create_secret_patch() {
     assert_eq!(created.uid, "uid-1");
     assert_eq!(created.job_id, Some(7));
     assert!(!created.adopted);
-    assert!(created.unowned_secrets.is_empty());
 }
 
 #[tokio::test]
@@ -165,34 +158,23 @@ async fn registry_credentials_go_into_the_payload_secret_the_pod_pulls_with() {
     let server = tokio::spawn(async move {
         let mut handle = std::pin::pin!(handle);
         let (m, path, _, body, reply) = next(&mut handle).await;
-        assert_eq!((m, path.as_str()), (Method::POST, secrets_path().as_str()));
-        assert_eq!(body["metadata"]["name"], NAME);
-        assert_eq!(body["type"], "kubernetes.io/dockerconfigjson");
-        assert!(body["data"]["payload.json"].is_string(), "{body}");
-        assert!(body["data"][".dockerconfigjson"].is_string(), "{body}");
-        respond(reply, StatusCode::CREATED, &body);
-
-        let (m, path, _, body, reply) = next(&mut handle).await;
         assert_eq!((m, path.as_str()), (Method::POST, pods_path().as_str()));
         assert_eq!(body["spec"]["imagePullSecrets"], json!([{ "name": NAME }]));
         assert_eq!(
             body["spec"]["volumes"][0]["secret"],
             json!({ "secretName": NAME, "items": [{ "key": "payload.json", "path": "payload.json" }] })
         );
-        let mut created = body.clone();
-        created["metadata"]["uid"] = "uid-1".into();
-        respond(reply, StatusCode::CREATED, &created);
+        respond(reply, StatusCode::CREATED, &with_uid(body, "uid-1"));
 
         let (m, path, _, body, reply) = next(&mut handle).await;
-        assert_eq!(m, Method::PATCH);
-        assert_eq!(path, format!("{}/{NAME}", secrets_path()));
-        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-        respond(
-            reply,
-            StatusCode::OK,
-            &serde_json::to_value(payload()).unwrap(),
-        );
-        assert!(handle.next_request().await.is_none(), "a fourth request");
+        assert_eq!((m, path.as_str()), (Method::POST, secrets_path().as_str()));
+        assert_eq!(body["metadata"]["name"], NAME);
+        assert_eq!(body["type"], "kubernetes.io/dockerconfigjson");
+        assert!(body["data"]["payload.json"].is_string(), "{body}");
+        assert!(body["data"][".dockerconfigjson"].is_string(), "{body}");
+        assert_eq!(body["metadata"]["ownerReferences"], owner("uid-1"));
+        respond(reply, StatusCode::CREATED, &body);
+        assert!(handle.next_request().await.is_none(), "a third request");
     });
     let mut with_registry = built();
     let spec = with_registry.pod.spec.as_mut().unwrap();
@@ -221,7 +203,7 @@ async fn registry_credentials_go_into_the_payload_secret_the_pod_pulls_with() {
         .unwrap();
     drop(client);
     server.await.unwrap();
-    assert!(created.unowned_secrets.is_empty());
+    assert_eq!(created.uid, "uid-1");
 }
 
 #[tokio::test]
@@ -229,13 +211,6 @@ async fn create_adopts_already_existing_objects_of_the_same_job() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut handle = std::pin::pin!(handle);
-        let (m, _, _, _, reply) = next(&mut handle).await;
-        assert_eq!(m, Method::POST);
-        respond(
-            reply,
-            StatusCode::CONFLICT,
-            &status_body(409, "AlreadyExists", "secrets \"x\" already exists"),
-        );
         let (m, path, _, _, reply) = next(&mut handle).await;
         assert_eq!((m, path.as_str()), (Method::POST, pods_path().as_str()));
         respond(
@@ -250,13 +225,13 @@ async fn create_adopts_already_existing_objects_of_the_same_job() {
             StatusCode::OK,
             &pod_json("uid-old", "7", "5", json!({ "running": {} })),
         );
-        let (m, _, _, body, reply) = next(&mut handle).await;
-        assert_eq!(m, Method::PATCH);
-        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-old");
+        let (m, path, _, body, reply) = next(&mut handle).await;
+        assert_eq!((m, path.as_str()), (Method::POST, secrets_path().as_str()));
+        assert_eq!(body["metadata"]["ownerReferences"], owner("uid-old"));
         respond(
             reply,
-            StatusCode::OK,
-            &serde_json::to_value(payload()).unwrap(),
+            StatusCode::CONFLICT,
+            &status_body(409, "AlreadyExists", "secrets \"x\" already exists"),
         );
         assert!(handle.next_request().await.is_none());
     });
@@ -269,12 +244,10 @@ async fn create_adopts_already_existing_objects_of_the_same_job() {
 }
 
 #[tokio::test]
-async fn create_refuses_another_jobs_pod_and_removes_its_secret() {
+async fn create_refuses_another_jobs_pod_and_creates_nothing() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut handle = std::pin::pin!(handle);
-        let (_, _, _, body, reply) = next(&mut handle).await;
-        respond(reply, StatusCode::CREATED, &body);
         let (_, _, _, _, reply) = next(&mut handle).await;
         respond(
             reply,
@@ -288,12 +261,6 @@ async fn create_refuses_another_jobs_pod_and_removes_its_secret() {
             StatusCode::OK,
             &pod_json("uid-other", "8", "5", json!({ "running": {} })),
         );
-        let (m, path, _, _, reply) = next(&mut handle).await;
-        assert_eq!(
-            (m, path),
-            (Method::DELETE, format!("{}/{NAME}", secrets_path()))
-        );
-        respond(reply, StatusCode::OK, &status_body(200, "", ""));
         assert!(handle.next_request().await.is_none());
     });
     let client = Client::new(service, NS);
@@ -309,12 +276,10 @@ async fn create_refuses_another_jobs_pod_and_removes_its_secret() {
 }
 
 #[tokio::test]
-async fn a_refused_pod_leaves_no_secret() {
+async fn a_refused_pod_creates_no_secret() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut handle = std::pin::pin!(handle);
-        let (_, _, _, body, reply) = next(&mut handle).await;
-        respond(reply, StatusCode::CREATED, &body);
         let (_, _, _, _, reply) = next(&mut handle).await;
         respond(
             reply,
@@ -325,16 +290,6 @@ async fn a_refused_pod_leaves_no_secret() {
                 "pods \"x\" is forbidden: exceeded quota: q",
             ),
         );
-        let (m, path, _, _, reply) = next(&mut handle).await;
-        assert_eq!(
-            (m, path),
-            (Method::DELETE, format!("{}/{NAME}", secrets_path()))
-        );
-        respond(
-            reply,
-            StatusCode::NOT_FOUND,
-            &status_body(404, "NotFound", "gone"),
-        );
         assert!(handle.next_request().await.is_none());
     });
     let client = Client::new(service, NS);
@@ -344,6 +299,38 @@ async fn a_refused_pod_leaves_no_secret() {
     drop(client);
     server.await.unwrap();
     assert!(err.to_string().contains("exceeded quota"), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_secret_deletes_the_pod_that_could_never_start() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        let (_, _, _, body, reply) = next(&mut handle).await;
+        respond(reply, StatusCode::CREATED, &with_uid(body, "uid-1"));
+        let (m, _, _, _, reply) = next(&mut handle).await;
+        assert_eq!(m, Method::POST);
+        respond(
+            reply,
+            StatusCode::FORBIDDEN,
+            &status_body(403, "Forbidden", "secrets is forbidden: exceeded quota: s"),
+        );
+        let (m, path, _, body, reply) = next(&mut handle).await;
+        assert_eq!(
+            (m, path),
+            (Method::DELETE, format!("{}/{NAME}", pods_path()))
+        );
+        assert_eq!(body["preconditions"]["uid"], "uid-1", "{body}");
+        respond(reply, StatusCode::OK, &status_body(200, "", ""));
+        assert!(handle.next_request().await.is_none());
+    });
+    let client = Client::new(service, NS);
+    let err = create_objects(&client, &built(), payload())
+        .await
+        .unwrap_err();
+    drop(client);
+    server.await.unwrap();
+    assert!(err.to_string().contains("exceeded quota: s"), "{err}");
 }
 
 fn pod_list(items: Vec<Value>, rv: &str) -> Value {
@@ -601,12 +588,12 @@ async fn a_cluster_wide_runner_watches_all_namespaces_and_creates_where_the_job_
     };
     assert_eq!(
         (m, path.as_str()),
-        (Method::POST, "/api/v1/namespaces/other/secrets")
+        (Method::POST, "/api/v1/namespaces/other/pods")
     );
     respond(
         reply,
         StatusCode::FORBIDDEN,
-        &status_body(403, "Forbidden", "secrets is forbidden in namespace other"),
+        &status_body(403, "Forbidden", "pods is forbidden in namespace other"),
     );
     let err = creating.await.unwrap().unwrap_err();
     assert!(err.to_string().contains("other"), "{err}");
