@@ -33,8 +33,10 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
@@ -430,7 +432,33 @@ impl TestNamespace {
         rules: Vec<PolicyRule>,
         path: &Path,
     ) -> Result<String, ClusterError> {
-        let token = self.service_account_token(name, rules).await?;
+        self.write_service_account_kubeconfig(name, rules, path, false)
+            .await
+    }
+
+    /// Like [`TestNamespace::service_account_kubeconfig`], but `rules` are granted in every
+    /// namespace: a ClusterRole and a ClusterRoleBinding named `<namespace>-<name>`, owned by
+    /// this namespace, so the garbage collector deletes them with it.
+    pub async fn service_account_kubeconfig_cluster_wide(
+        &self,
+        name: &str,
+        rules: Vec<PolicyRule>,
+        path: &Path,
+    ) -> Result<String, ClusterError> {
+        self.write_service_account_kubeconfig(name, rules, path, true)
+            .await
+    }
+
+    async fn write_service_account_kubeconfig(
+        &self,
+        name: &str,
+        rules: Vec<PolicyRule>,
+        path: &Path,
+        cluster_wide: bool,
+    ) -> Result<String, ClusterError> {
+        let token = self
+            .service_account_token_in(name, rules, cluster_wide)
+            .await?;
         let admin_path = &self.cluster.kubeconfig;
         let wrap = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Kubeconfig {
             path: admin_path.clone(),
@@ -480,6 +508,15 @@ impl TestNamespace {
         name: &str,
         rules: Vec<PolicyRule>,
     ) -> Result<String, ClusterError> {
+        self.service_account_token_in(name, rules, false).await
+    }
+
+    async fn service_account_token_in(
+        &self,
+        name: &str,
+        rules: Vec<PolicyRule>,
+        cluster_wide: bool,
+    ) -> Result<String, ClusterError> {
         let pp = PostParams::default();
         let meta = || ObjectMeta {
             name: Some(name.to_owned()),
@@ -487,36 +524,86 @@ impl TestNamespace {
             ..ObjectMeta::default()
         };
         let first_rule = rules.first().cloned();
-        self.api::<Role>()
-            .create(
-                &pp,
-                &Role {
-                    metadata: meta(),
-                    rules: Some(rules),
-                },
-            )
-            .await
-            .map_err(kube_err(format!("creating Role {name}")))?;
-        self.api::<RoleBinding>()
-            .create(
-                &pp,
-                &RoleBinding {
-                    metadata: meta(),
-                    role_ref: RoleRef {
-                        api_group: "rbac.authorization.k8s.io".to_owned(),
-                        kind: "Role".to_owned(),
-                        name: name.to_owned(),
+        let subject = Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: name.to_owned(),
+            namespace: Some(self.name.clone()),
+            ..Subject::default()
+        };
+        let client = self.cluster.client();
+        let (role_meta, role_kind) = if cluster_wide {
+            let namespace = Api::<Namespace>::all(client.clone())
+                .get(&self.name)
+                .await
+                .map_err(kube_err(format!("reading namespace {}", self.name)))?;
+            // Owned by the namespace: deleted with it, like everything else of the test.
+            let owner = OwnerReference {
+                api_version: "v1".to_owned(),
+                kind: "Namespace".to_owned(),
+                name: self.name.clone(),
+                uid: namespace.metadata.uid.unwrap_or_default(),
+                ..OwnerReference::default()
+            };
+            let meta = ObjectMeta {
+                name: Some(format!("{}-{name}", self.name)),
+                owner_references: Some(vec![owner]),
+                ..ObjectMeta::default()
+            };
+            Api::<ClusterRole>::all(client.clone())
+                .create(
+                    &pp,
+                    &ClusterRole {
+                        metadata: meta.clone(),
+                        rules: Some(rules),
+                        ..ClusterRole::default()
                     },
-                    subjects: Some(vec![Subject {
-                        kind: "ServiceAccount".to_owned(),
-                        name: name.to_owned(),
-                        namespace: Some(self.name.clone()),
-                        ..Subject::default()
-                    }]),
-                },
-            )
-            .await
-            .map_err(kube_err(format!("creating RoleBinding {name}")))?;
+                )
+                .await
+                .map_err(kube_err(format!("creating ClusterRole for {name}")))?;
+            (meta, "ClusterRole")
+        } else {
+            self.api::<Role>()
+                .create(
+                    &pp,
+                    &Role {
+                        metadata: meta(),
+                        rules: Some(rules),
+                    },
+                )
+                .await
+                .map_err(kube_err(format!("creating Role {name}")))?;
+            (meta(), "Role")
+        };
+        let role_ref = RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: role_kind.to_owned(),
+            name: role_meta.name.clone().unwrap_or_default(),
+        };
+        if cluster_wide {
+            Api::<ClusterRoleBinding>::all(client)
+                .create(
+                    &pp,
+                    &ClusterRoleBinding {
+                        metadata: role_meta,
+                        role_ref,
+                        subjects: Some(vec![subject]),
+                    },
+                )
+                .await
+                .map_err(kube_err(format!("creating ClusterRoleBinding for {name}")))?;
+        } else {
+            self.api::<RoleBinding>()
+                .create(
+                    &pp,
+                    &RoleBinding {
+                        metadata: role_meta,
+                        role_ref,
+                        subjects: Some(vec![subject]),
+                    },
+                )
+                .await
+                .map_err(kube_err(format!("creating RoleBinding {name}")))?;
+        }
         let accounts: Api<ServiceAccount> = self.api();
         accounts
             .create(

@@ -7,8 +7,10 @@ mod common;
 
 use common::JOB_WAIT;
 use common::kube::{
-    assert_nothing_left, finish_run, run_single, setup, spawn_run_single, write_kube_config,
+    RUN_TIMEOUT, assert_nothing_left, finish_run, run_single, run_single_command, setup,
+    spawn_run_single, write_kube_config,
 };
+use common::kube_run::manager_rules;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -605,7 +607,9 @@ async fn an_allowed_service_account_overwrite_is_the_pods_service_account() {
 }
 
 /// An allowed `KUBERNETES_NAMESPACE_OVERWRITE` runs the job's pod (and its Secret) in that
-/// namespace; the manager, whose runner allows it, watches pods in all namespaces.
+/// namespace. The runner, which allows it, watches pods in all namespaces: its manager runs as a
+/// ServiceAccount bound to exactly `oar_kube::rbac::RULES` through a ClusterRole. With the same
+/// rules in a namespaced Role, it refuses to start and says why.
 #[tokio::test]
 async fn an_allowed_namespace_overwrite_runs_the_pod_in_that_namespace() {
     let Some((cluster, ns, f)) = setup("oar-outcome-ns").await else {
@@ -621,18 +625,45 @@ async fn an_allowed_namespace_overwrite_runs_the_pod_in_that_namespace() {
         "    namespace_overwrite_allowed = \"^oar-outcome-other-\"",
         "",
     );
+    let run_as = |kubeconfig: &std::path::Path| {
+        let mut oar = run_single_command(&f, &cluster, 1);
+        oar.env("KUBECONFIG", kubeconfig);
+        tokio::time::timeout(RUN_TIMEOUT, oar.output())
+    };
+
+    // A Role in the runner's namespace is not enough to watch all of them.
+    let namespaced = f.dir.path().join("namespaced.kubeconfig");
+    ns.service_account_kubeconfig("oar-ns-only", manager_rules(), &namespaced)
+        .await
+        .unwrap();
+    let out = run_as(&namespaced).await.expect("run-single ends").unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot watch pods in all namespaces")
+            && stderr(&out).contains("ClusterRole"),
+        "{}",
+        stderr(&out)
+    );
+
     let id = f.gl.enqueue_job(
         JobSpec::new("acme/none")
             .variable("GIT_STRATEGY", "none")
             .variable("KUBERNETES_NAMESPACE_OVERWRITE", other.name())
             .script(["echo \"ran in $KUBERNETES_NAMESPACE_OVERWRITE\""]),
     );
+    let cluster_wide = f.dir.path().join("cluster-wide.kubeconfig");
+    ns.service_account_kubeconfig_cluster_wide("oar-manager", manager_rules(), &cluster_wide)
+        .await
+        .unwrap();
     let here = PodLog::start(&ns).await;
     let there = PodLog::start(&other).await;
-    let out = run_single(&f, &cluster, 1).await;
+    let out = run_as(&cluster_wide)
+        .await
+        .expect("run-single ends")
+        .unwrap();
     let job = finished(&f, id, Some(&out)).await;
     let trace = job.trace_str();
-    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert_eq!(job.state, JobState::Success, "{trace}\n{}", stderr(&out));
     assert!(
         trace.contains(&format!("ran in {}\n", other.name())),
         "{trace}"
