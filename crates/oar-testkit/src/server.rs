@@ -128,9 +128,10 @@ async fn serve_conn(
                     serve_http(tls_stream, shared, router, &kill, &shutdown).await;
                 }
                 // A client that hangs up before or during the handshake without an alert
-                // (a process exiting with a connection still being set up) did not refuse
-                // anything: that is not a failed handshake.
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // (a process exiting with a connection still being set up: end of file, or a
+                // reset when it left unread data) did not refuse anything: that is not a
+                // failed handshake. A refusal comes with a TLS alert.
+                Ok(Err(e)) if client_went_away(&e) => {
                     tracing::debug!(error = %e, "client closed the connection during the TLS handshake");
                     shared.write(|st| st.tls_abandoned_handshakes += 1);
                 }
@@ -147,6 +148,14 @@ async fn serve_conn(
     // The stream was dropped by `serve_http` (closing its descriptor), now `dup`: the last
     // close sends the RST.
     drop(dup);
+}
+
+fn client_went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// A failed TLS handshake: logged and kept for [`crate::FakeGitlab::tls_handshake_errors`].

@@ -273,6 +273,20 @@ async fn run_shell(
     done.cancel();
     let state = streamer.await.unwrap_or_default();
     let delivered = reporter.finish(&log, &outcome, state).await;
+    finished(env, runner, job_id, started, &outcome, Some(delivered));
+    Some(outcome)
+}
+
+/// Counts a finished job in the metrics and logs it, whatever the executor. `delivered`:
+/// whether GitLab took the final state from this process (`None` when a job pod sent it).
+pub(crate) fn finished(
+    env: &JobEnv,
+    runner: &RunnerConfig,
+    job_id: i64,
+    started: Instant,
+    outcome: &JobOutcome,
+    delivered: Option<bool>,
+) {
     let reason = outcome.failure.map(|f| f.as_str());
     env.metrics
         .job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
@@ -284,5 +298,4 @@ async fn run_shell(
         delivered,
         "job finished"
     );
-    Some(outcome)
 }

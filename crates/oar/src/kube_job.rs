@@ -245,15 +245,7 @@ pub async fn run(
         );
         return None;
     };
-    let reason = outcome.failure.map(|f| f.as_str());
-    env.metrics
-        .job_finished(&runner.name, &env.system_id, started.elapsed(), reason);
-    tracing::info!(
-        job_id,
-        state = outcome.state(),
-        failure_reason = reason.unwrap_or(""),
-        "job finished"
-    );
+    crate::job::finished(env, runner, job_id, started, &outcome, None);
     Some(outcome)
 }
 
