@@ -168,26 +168,68 @@ pub(crate) async fn upload(
         accessibility: param("accessibility"),
         data,
     };
-    shared.write(|st| {
-        if let Err(r) = authenticate(st, id, &token) {
-            return r;
-        }
-        let Some(job) = st.jobs.get_mut(&id) else {
-            return forbidden();
-        };
-        if job
-            .artifacts
-            .iter()
-            .any(|a| a.artifact_type == artifact.artifact_type)
-        {
-            return message(
+    let artifact_type = artifact.artifact_type.clone();
+    let check = |st: &St| -> Result<(), Response> {
+        authenticate(st, id, &token)?;
+        let duplicate = st.jobs.get(&id).is_some_and(|job| {
+            job.artifacts
+                .iter()
+                .any(|a| a.artifact_type == artifact_type)
+        });
+        if duplicate {
+            return Err(message(
                 StatusCode::BAD_REQUEST,
                 "another artifact of the same type already exists",
-            );
+            ));
         }
+        Ok(())
+    };
+    if let Err(r) = shared.read(check) {
+        return r;
+    }
+    // The copy on disk before the (re-checked) store, so the bytes are never held twice.
+    if let Some(path) = disk_path(&shared, id, &artifact) {
+        keep_copy(&path, &artifact.data).await;
+    }
+    let stored = shared.write(|st| {
+        check(st)?;
+        let Some(job) = st.jobs.get_mut(&id) else {
+            return Err(forbidden());
+        };
         job.artifacts.push(artifact);
-        util::status_body(StatusCode::CREATED)
-    })
+        Ok(())
+    });
+    match stored {
+        Ok(()) => util::status_body(StatusCode::CREATED),
+        Err(r) => r,
+    }
+}
+
+/// Where the copy of an uploaded artifact goes: `artifacts/<job id>/<artifact type>/<file
+/// name>`, the file name reduced to its last component (`None` if nothing usable is left).
+fn disk_path(shared: &Shared, id: i64, a: &StoredArtifact) -> Option<std::path::PathBuf> {
+    let name = std::path::Path::new(&a.filename).file_name()?.to_str()?;
+    // The type is one of ARTIFACT_TYPES, a plain word.
+    Some(
+        shared
+            .artifacts
+            .join(id.to_string())
+            .join(&a.artifact_type)
+            .join(name),
+    )
+}
+
+/// Write the on-disk copy; a failure is logged, the upload stands (the job holds the data).
+async fn keep_copy(path: &std::path::Path, data: &[u8]) {
+    let written = async {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::write(path, data).await
+    };
+    if let Err(e) = written.await {
+        tracing::warn!(path = %path.display(), error = %e, "could not keep a copy of the artifact");
+    }
 }
 
 /// `GET /api/v4/jobs/:id/artifacts`: with the job's own token or the token of an executing job

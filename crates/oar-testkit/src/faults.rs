@@ -2,8 +2,117 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::state::State;
 use crate::types::{Endpoint, Fault};
+
+/// The JSON form of a [`Fault`] as it is read: one flat object (so that errors name the field,
+/// which serde cannot do inside an internally tagged enum), checked per `kind` by `TryFrom`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultWire {
+    kind: FaultKind,
+    endpoint: Option<Endpoint>,
+    status: Option<u16>,
+    retry_after: Option<u64>,
+    by_ms: Option<u64>,
+    job: Option<i64>,
+    times: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultKind {
+    Status,
+    RateLimited,
+    Reset,
+    Delay,
+    Trace416,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::Status => "status",
+            FaultKind::RateLimited => "rate_limited",
+            FaultKind::Reset => "reset",
+            FaultKind::Delay => "delay",
+            FaultKind::Trace416 => "trace416",
+        }
+    }
+
+    /// The fields of this kind besides `kind` and `times`.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            FaultKind::Status => &["endpoint", "status"],
+            FaultKind::RateLimited => &["endpoint", "retry_after"],
+            FaultKind::Reset => &["endpoint"],
+            FaultKind::Delay => &["endpoint", "by_ms"],
+            FaultKind::Trace416 => &["job"],
+        }
+    }
+}
+
+impl TryFrom<FaultWire> for Fault {
+    type Error = String;
+
+    fn try_from(w: FaultWire) -> Result<Fault, String> {
+        let kind = w.kind;
+        let present = [
+            ("endpoint", w.endpoint.is_some()),
+            ("status", w.status.is_some()),
+            ("retry_after", w.retry_after.is_some()),
+            ("by_ms", w.by_ms.is_some()),
+            ("job", w.job.is_some()),
+        ];
+        if let Some((field, _)) = present
+            .iter()
+            .find(|(f, there)| *there && !kind.fields().contains(f))
+        {
+            return Err(format!(
+                "{field}: not a field of a {} fault (it takes {}, times)",
+                kind.name(),
+                kind.fields().join(", ")
+            ));
+        }
+        fn need<T>(kind: FaultKind, field: &str, v: Option<T>) -> Result<T, String> {
+            v.ok_or_else(|| format!("{field}: missing, a {} fault needs it", kind.name()))
+        }
+        let times = w.times.unwrap_or(1);
+        Ok(match kind {
+            FaultKind::Status => {
+                let status = need(kind, "status", w.status)?;
+                if !(100..=599).contains(&status) {
+                    return Err(format!("status: {status} is not an HTTP status code"));
+                }
+                Fault::Status {
+                    endpoint: need(kind, "endpoint", w.endpoint)?,
+                    status,
+                    times,
+                }
+            }
+            FaultKind::RateLimited => Fault::RateLimited {
+                endpoint: need(kind, "endpoint", w.endpoint)?,
+                retry_after: need(kind, "retry_after", w.retry_after)?,
+                times,
+            },
+            FaultKind::Reset => Fault::Reset {
+                endpoint: need(kind, "endpoint", w.endpoint)?,
+                times,
+            },
+            FaultKind::Delay => Fault::Delay {
+                endpoint: need(kind, "endpoint", w.endpoint)?,
+                by: Duration::from_millis(need(kind, "by_ms", w.by_ms)?),
+                times,
+            },
+            FaultKind::Trace416 => Fault::Trace416 {
+                job: need(kind, "job", w.job)?,
+                times,
+            },
+        })
+    }
+}
 
 /// What the dispatcher does instead of (or before) normal handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,5 +186,69 @@ fn consume(state: &mut State, idx: usize) {
 pub(crate) fn add(state: &mut State, mut fault: Fault) {
     if *times_mut(&mut fault) > 0 {
         state.faults.push(fault);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<Fault, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let faults = [
+            Fault::Status {
+                endpoint: Endpoint::RequestJob,
+                status: 503,
+                times: 2,
+            },
+            Fault::RateLimited {
+                endpoint: Endpoint::PatchTrace,
+                retry_after: 3,
+                times: 1,
+            },
+            Fault::Reset {
+                endpoint: Endpoint::Git,
+                times: 1,
+            },
+            Fault::Delay {
+                endpoint: Endpoint::UpdateJob,
+                by: Duration::from_millis(1500),
+                times: 4,
+            },
+            Fault::Trace416 { job: 7, times: 1 },
+        ];
+        for f in faults {
+            let json = serde_json::to_value(&f).expect("serializes");
+            assert_eq!(parse(json.clone()), Ok(f), "{json}");
+        }
+        let delay = serde_json::json!({"kind": "delay", "endpoint": "git", "by_ms": 5});
+        assert_eq!(
+            parse(delay),
+            Ok(Fault::Delay {
+                endpoint: Endpoint::Git,
+                by: Duration::from_millis(5),
+                times: 1
+            })
+        );
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        use serde_json::json;
+        let err = |v| parse(v).expect_err("refused");
+        assert!(err(json!({"kind": "reset"})).starts_with("endpoint: missing"));
+        assert!(err(json!({"kind": "trace416", "job": 1, "status": 5})).starts_with("status: not"));
+        assert!(
+            err(json!({"kind": "status", "endpoint": "git", "status": 1000}))
+                .starts_with("status:")
+        );
+        assert!(
+            err(json!({"kind": "reset", "endpoint": "git", "by": 1}))
+                .contains("unknown field `by`")
+        );
     }
 }

@@ -56,6 +56,53 @@ pub(crate) fn valid_project_path(path: &str) -> bool {
         })
 }
 
+/// A file path to commit: relative, not empty, no `..` and no `.git` component (which would
+/// write into the work tree's own repository).
+pub(crate) fn valid_file_path(path: &str) -> bool {
+    use std::path::Component;
+    let rel = Path::new(path);
+    !path.is_empty()
+        && !rel.is_absolute()
+        && rel.components().all(|c| match c {
+            Component::Normal(name) => !name.eq_ignore_ascii_case(".git"),
+            Component::CurDir => true,
+            _ => false,
+        })
+        && rel.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Projects whose bare repositories already exist under `repos` (a kept state directory), as
+/// `namespace/name` paths in sorted order.
+pub(crate) fn existing_repos(repos: &Path) -> Vec<String> {
+    fn walk(repos: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(project) = path
+                .strip_prefix(repos)
+                .ok()
+                .and_then(|rel| rel.to_str())
+                .and_then(|rel| rel.strip_suffix(".git"))
+            else {
+                walk(repos, &path, out);
+                continue;
+            };
+            if valid_project_path(project) && path.join("HEAD").is_file() {
+                out.push(project.to_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(repos, repos, &mut out);
+    out.sort();
+    out
+}
+
 /// Run git in `dir` with a hermetic environment; returns trimmed stdout.
 fn git(dir: &Path, home: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("git")
@@ -132,12 +179,8 @@ pub(crate) fn commit(
     let home = shared.work.as_path();
     for (path, content) in files {
         let rel = Path::new(path);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            bail!("file path {path:?} must stay inside the repository");
+        if !valid_file_path(path) {
+            bail!("file path {path:?} must stay inside the repository (and out of .git)");
         }
         let full = work.join(rel);
         if let Some(parent) = full.parent() {
@@ -455,6 +498,18 @@ mod tests {
         assert!(!valid_project_path("acme/../etc"));
         assert!(!valid_project_path("acme//x"));
         assert!(!valid_project_path("acme/x.git"));
+    }
+
+    #[test]
+    fn file_paths() {
+        assert!(valid_file_path("README.md"));
+        assert!(valid_file_path("src/./main.rs"));
+        assert!(!valid_file_path(""));
+        assert!(!valid_file_path("."));
+        assert!(!valid_file_path("/etc/passwd"));
+        assert!(!valid_file_path("a/../../b"));
+        assert!(!valid_file_path(".git/config"));
+        assert!(!valid_file_path("sub/.GIT/hooks/x"));
     }
 
     #[test]

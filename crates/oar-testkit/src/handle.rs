@@ -1,8 +1,9 @@
 //! `FakeGitlab`: the handle tests hold. Cheap to clone; the server stops when the last handle
 //! is dropped or on [`FakeGitlab::shutdown`].
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -14,17 +15,29 @@ use tokio_util::sync::CancellationToken;
 use crate::faults;
 use crate::runners::insert_runner;
 use crate::spec::JobSpec;
-use crate::state::{Job, Shared};
+use crate::state::{Job, Root, Shared};
 use crate::tls::{self, TlsOptions};
 use crate::types::{
     Endpoint, Fault, JobSnapshot, JobState, RequestRecord, RunnerRecord, StoredArtifact,
 };
-use crate::{git, server, util};
+use crate::{admin, git, server, util};
 
-/// A stateful fake GitLab server on `127.0.0.1:<random port>`.
+/// A stateful fake GitLab server, by default on `127.0.0.1:<random port>`.
 #[derive(Clone)]
 pub struct FakeGitlab {
     inner: Arc<Inner>,
+}
+
+/// A handle that does not keep the server alive: what the admin API's handlers hold, so that
+/// the server (which holds them) still stops when the last [`FakeGitlab`] is dropped.
+#[derive(Clone)]
+pub(crate) struct WeakGitlab(Weak<Inner>);
+
+impl WeakGitlab {
+    /// The handle, unless the server is being dropped.
+    pub(crate) fn upgrade(&self) -> Option<FakeGitlab> {
+        self.0.upgrade().map(|inner| FakeGitlab { inner })
+    }
 }
 
 struct Inner {
@@ -54,12 +67,59 @@ impl std::fmt::Debug for FakeGitlab {
     }
 }
 
+/// How [`FakeGitlab::start_with`] starts a server. The default is what
+/// [`FakeGitlab::start`] does: plain HTTP on `127.0.0.1:<free port>`, files in a temp dir, no
+/// admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Address to listen on; `None` is `127.0.0.1:0` (a free port, see
+    /// [`FakeGitlab::url`]).
+    pub addr: Option<SocketAddr>,
+    /// Serve HTTPS (see [`FakeGitlab::start_tls`]); `None` is plain HTTP.
+    pub tls: Option<TlsOptions>,
+    /// Directory for the repositories (`repos/`, `work/`), copies of uploaded artifacts
+    /// (`artifacts/`) and the TLS files (`tls/`): created if missing and kept when the server
+    /// stops. Repositories already in it are served again (as projects with a repository).
+    /// `None` is a temp dir removed when the server is dropped.
+    pub state_dir: Option<PathBuf>,
+    /// Host name or IP put into URLs ([`FakeGitlab::url`], `repo_url`, `CI_SERVER_HOST`, ...)
+    /// and into the TLS server certificate. `None` is the listening IP, or `127.0.0.1` (`::1`)
+    /// when listening on all interfaces.
+    pub public_host: Option<String>,
+    /// Serve the admin API under `/_fake/` (documented in the crate's README): JSON routes to
+    /// create projects, enqueue and inspect jobs, add runners and inject faults from outside a
+    /// Rust test. Its requests are neither recorded nor subject to faults.
+    pub admin_api: bool,
+}
+
+/// The host to put into URLs for a server listening on `addr`.
+fn url_host(public_host: Option<&str>, addr: SocketAddr) -> String {
+    if let Some(h) = public_host {
+        return h.to_owned();
+    }
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) if ip.is_unspecified() => format!("[{}]", Ipv6Addr::LOCALHOST),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    }
+}
+
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
 impl FakeGitlab {
     /// Bind `127.0.0.1:0` and start serving plain HTTP.
     pub async fn start() -> anyhow::Result<FakeGitlab> {
-        Self::start_with(None).await
+        Self::start_with(StartOptions::default()).await
+    }
+
+    /// Bind `addr` (port 0 picks a free one) and start serving plain HTTP.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<FakeGitlab> {
+        Self::start_with(StartOptions {
+            addr: Some(addr),
+            ..StartOptions::default()
+        })
+        .await
     }
 
     /// Bind `127.0.0.1:0` and start serving HTTPS (the API and git smart HTTP) with a server
@@ -69,22 +129,54 @@ impl FakeGitlab {
     /// [`client_cert_pem_path`](Self::client_cert_pem_path) (or another one from the same
     /// client CA) fail; see [`tls_handshake_errors`](Self::tls_handshake_errors).
     pub async fn start_tls(options: TlsOptions) -> anyhow::Result<FakeGitlab> {
-        Self::start_with(Some(options)).await
+        Self::start_with(StartOptions {
+            tls: Some(options),
+            ..StartOptions::default()
+        })
+        .await
     }
 
-    async fn start_with(tls: Option<TlsOptions>) -> anyhow::Result<FakeGitlab> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let root = tempfile::Builder::new().prefix("fake-gitlab-").tempdir()?;
-        let material = match tls {
-            Some(opts) => Some(tls::generate(&root.path().join("tls"), opts)?),
-            None => None,
+    /// Start a server as `options` say.
+    pub async fn start_with(options: StartOptions) -> anyhow::Result<FakeGitlab> {
+        let addr = options
+            .addr
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        let host = url_host(options.public_host.as_deref(), local);
+        let root = match &options.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the state directory {}", dir.display()))?;
+                Root::Kept(std::path::absolute(dir)?)
+            }
+            None => Root::Temp(tempfile::Builder::new().prefix("fake-gitlab-").tempdir()?),
+        };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
         };
         let http_backend = git::find_http_backend().await?;
-        let scheme = if material.is_some() { "https" } else { "http" };
-        let shared = Arc::new(Shared::new(port, scheme, root, http_backend));
-        std::fs::create_dir_all(&shared.repos)?;
-        std::fs::create_dir_all(&shared.work)?;
+        let shared = Arc::new(Shared::new(local.port(), scheme, host, root, http_backend));
+        let material = match options.tls {
+            Some(opts) => Some(tls::generate(&shared.root.join("tls"), opts, &shared.host)?),
+            None => None,
+        };
+        for dir in [&shared.repos, &shared.work, &shared.artifacts] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let existing = git::existing_repos(&shared.repos);
+        if !existing.is_empty() {
+            tracing::info!(projects = ?existing, "serving the repositories of the state directory");
+            shared.write(|st| {
+                for path in &existing {
+                    st.project_entry(path).has_repo = true;
+                }
+            });
+        }
         let shutdown = CancellationToken::new();
         let (acceptor, tls) = match material {
             Some(m) => (
@@ -97,19 +189,16 @@ impl FakeGitlab {
             ),
             None => (None, None),
         };
-        tokio::spawn(server::serve(
-            listener,
-            shared.clone(),
-            shutdown.clone(),
-            acceptor,
-        ));
-        Ok(FakeGitlab {
-            inner: Arc::new(Inner {
-                shared,
-                shutdown,
-                tls,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            shutdown: shutdown.clone(),
+            tls,
+        });
+        let admin = options
+            .admin_api
+            .then(|| admin::router(WeakGitlab(Arc::downgrade(&inner))));
+        tokio::spawn(server::serve(listener, shared, shutdown, acceptor, admin));
+        Ok(FakeGitlab { inner })
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -117,9 +206,14 @@ impl FakeGitlab {
     }
 
     /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` for [`start_tls`](Self::start_tls)
-    /// (no trailing slash).
+    /// (no trailing slash; another host with [`StartOptions::public_host`] or `addr`).
     pub fn url(&self) -> String {
         self.shared().base_url.clone()
+    }
+
+    /// The directory holding the server's files ([`StartOptions::state_dir`], or its temp dir).
+    pub fn state_dir(&self) -> &Path {
+        &self.shared().root
     }
 
     /// PEM of the CA that issued the HTTPS server's certificate; `None` for plain HTTP.
@@ -173,9 +267,28 @@ impl FakeGitlab {
             .write(|st| st.registration_tokens.insert(token.to_owned()));
     }
 
+    /// A new random legacy registration token (`GR1348941…`) that `POST /api/v4/runners`
+    /// accepts.
+    pub fn create_registration_token(&self) -> String {
+        let token = util::random_token("GR1348941", 20);
+        self.add_registration_token(&token);
+        token
+    }
+
     /// A runner created in the UI with authentication token `token` (`glrt-…`); returns its id.
     /// Defaults: untagged jobs allowed, not locked, `not_protected`, not paused.
     pub fn add_runner(&self, token: &str) -> i64 {
+        self.insert_ui_runner(token).id
+    }
+
+    /// A runner created in the UI with a random authentication token (`glrt-…`), defaults as
+    /// in [`add_runner`](Self::add_runner).
+    pub fn create_runner(&self) -> RunnerRecord {
+        self.insert_ui_runner("")
+    }
+
+    /// An empty `token` gets a random one.
+    fn insert_ui_runner(&self, token: &str) -> RunnerRecord {
         let runner = RunnerRecord {
             id: 0,
             token: token.to_owned(),
@@ -193,7 +306,7 @@ impl FakeGitlab {
             token_expires_at: None,
             registered: false,
         };
-        self.shared().write(|st| insert_runner(st, runner).id)
+        self.shared().write(|st| insert_runner(st, runner))
     }
 
     /// Change a runner's server-side settings (tags, paused, maximum_timeout, …).
@@ -375,6 +488,12 @@ impl FakeGitlab {
             .unwrap_or_else(|| panic!("FakeGitlab: no job {id}"))
     }
 
+    /// Snapshots of every job, by id.
+    pub fn jobs(&self) -> Vec<JobSnapshot> {
+        self.shared()
+            .read(|st| st.jobs.values().map(Job::snapshot).collect())
+    }
+
     /// Snapshot of job `id`, if it exists.
     pub fn try_job(&self, id: i64) -> Option<JobSnapshot> {
         self.shared().read(|st| st.jobs.get(&id).map(Job::snapshot))
@@ -432,6 +551,11 @@ impl FakeGitlab {
     /// Faults not used up yet.
     pub fn pending_faults(&self) -> Vec<Fault> {
         self.shared().read(|st| st.faults.clone())
+    }
+
+    /// Drops every fault not used up yet: requests are handled normally from now on.
+    pub fn clear_faults(&self) {
+        self.shared().write(|st| st.faults.clear());
     }
 
     /// Every request received, in arrival order.

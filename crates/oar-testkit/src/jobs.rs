@@ -67,6 +67,7 @@ pub(crate) async fn request(
     }
     let srv = Server {
         base_url: &shared.base_url,
+        host: &shared.host,
         port: shared.port,
     };
     match shared.write(|st| assign(st, &srv, runner_id)) {

@@ -18,6 +18,9 @@
 //! # }
 //! ```
 //!
+//! The same server runs outside Rust tests as the `fake-gitlab` binary, driven through a JSON
+//! admin API under `/_fake/` ([`StartOptions::admin_api`]); see the crate's README.
+//!
 //! The server enforces the protocol invariants GitLab enforces (tokens, job states, trace
 //! continuity with 416, two-phase job commit, the 202 final-update loop) and records what
 //! GitLab would merely tolerate in [`FakeGitlab::violations`].
@@ -25,6 +28,7 @@
 // Handlers bail out with a ready `Response` as their error; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod artifacts;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -44,7 +48,7 @@ mod types;
 mod util;
 mod wait;
 
-pub use handle::FakeGitlab;
+pub use handle::{FakeGitlab, StartOptions};
 pub use spec::JobSpec;
 pub use tls::TlsOptions;
 pub use types::{

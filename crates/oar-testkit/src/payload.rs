@@ -44,6 +44,7 @@ pub(crate) const FAILURE_REASONS: &[&str] = &[
 /// Where the fake listens.
 pub(crate) struct Server<'a> {
     pub base_url: &'a str,
+    pub host: &'a str,
     pub port: u16,
 }
 
@@ -108,7 +109,7 @@ fn variables(
     let project_url = format!("{}/{p}", srv.base_url);
     let short_sha: String = job.sha.chars().take(8).collect();
     let started = job.started_at.map(util::iso8601).unwrap_or_default();
-    let host = "127.0.0.1";
+    let host = srv.host;
     let mut v = vec![
         var("CI_PIPELINE_ID", job.pipeline_id.to_string()),
         var(
@@ -259,7 +260,7 @@ pub(crate) fn build(
         "cache": spec.cache.clone().unwrap_or_else(|| json!([])),
         "credentials": [{
             "type": "registry",
-            "url": format!("127.0.0.1:{}", srv.port),
+            "url": format!("{}:{}", srv.host, srv.port),
             "username": "gitlab-ci-token",
             "password": job.token,
         }],

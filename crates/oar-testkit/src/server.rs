@@ -6,6 +6,9 @@
 //! connection first goes through the TLS handshake; a reset then drops the TCP connection
 //! under the TLS stream the same way.
 //!
+//! With the admin API on, requests under `/_fake/` go straight to its router: they are not
+//! recorded, not subject to faults and never reach the GitLab routes.
+//!
 //! [`Fault::Reset`]: crate::Fault::Reset
 
 use std::convert::Infallible;
@@ -62,17 +65,38 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// The routers a connection serves: the GitLab API (through the dispatcher) and, if enabled, the
+/// admin API under `/_fake/`.
+#[derive(Clone)]
+struct Routes {
+    api: Router,
+    admin: Option<Router>,
+}
+
+/// Path prefix of the admin API.
+pub(crate) const ADMIN_PREFIX: &str = "/_fake";
+
+fn is_admin_path(path: &str) -> bool {
+    path.strip_prefix(ADMIN_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Accept connections until `shutdown` fires; with `tls`, every connection speaks HTTPS.
+/// Accept connections until `shutdown` fires; with `tls`, every connection speaks HTTPS. With
+/// `admin`, requests under `/_fake/` go to that router.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tls: Option<TlsAcceptor>,
+    admin: Option<Router>,
 ) {
-    let router = router(shared.clone());
+    let router = Routes {
+        api: router(shared.clone()),
+        admin,
+    };
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -100,7 +124,7 @@ pub(crate) async fn serve(
 async fn serve_conn(
     stream: TcpStream,
     shared: Arc<Shared>,
-    router: Router,
+    router: Routes,
     shutdown: CancellationToken,
     tls: Option<TlsAcceptor>,
 ) {
@@ -169,7 +193,7 @@ fn tls_failed(shared: &Shared, error: String) {
 async fn serve_http<I>(
     io: I,
     shared: Arc<Shared>,
-    router: Router,
+    router: Routes,
     kill: &CancellationToken,
     shutdown: &CancellationToken,
 ) where
@@ -228,10 +252,19 @@ fn job_id_of(path: &str) -> Option<i64> {
 /// Record the request, apply faults, route it, record the answer.
 async fn dispatch(
     shared: Arc<Shared>,
-    router: Router,
+    routes: Routes,
     kill: CancellationToken,
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
+    if let Some(admin) = &routes.admin
+        && is_admin_path(req.uri().path())
+    {
+        return match admin.clone().oneshot(req.map(Body::new)).await {
+            Ok(resp) => Ok(resp),
+            Err(never) => match never {},
+        };
+    }
+    let router = routes.api;
     let at = Instant::now();
     let received = SystemTime::now();
     let path = req.uri().path().to_owned();
@@ -267,6 +300,15 @@ async fn dispatch(
     let finish = |status: Option<u16>, reset: bool, faulted: bool| {
         shared.write(|st| {
             if let Some(r) = st.requests.get_mut(idx) {
+                tracing::debug!(
+                    method = %r.method,
+                    path = %r.path,
+                    status,
+                    reset,
+                    faulted,
+                    elapsed_ms = at.elapsed().as_millis(),
+                    "request"
+                );
                 r.status = status;
                 r.reset = reset;
                 r.faulted = faulted;
@@ -344,5 +386,9 @@ mod tests {
         );
         assert_eq!(classify(&Method::GET, "/api/v4/version"), None);
         assert_eq!(job_id_of("/api/v4/jobs/12/trace"), Some(12));
+        assert!(is_admin_path("/_fake/jobs"));
+        assert!(is_admin_path("/_fake"));
+        assert!(!is_admin_path("/_fakery/x.git/info/refs"));
+        assert!(!is_admin_path("/api/v4/_fake/jobs"));
     }
 }

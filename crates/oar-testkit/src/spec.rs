@@ -152,6 +152,19 @@ impl JobSpec {
         self.push_var(key, value, false, false, false, true)
     }
 
+    /// A variable with any combination of the `masked`, `file` and `raw` flags; it is `public`
+    /// only without any of them, as with the single-flag methods above.
+    pub fn variable_with_flags(
+        self,
+        key: &str,
+        value: &str,
+        masked: bool,
+        file: bool,
+        raw: bool,
+    ) -> Self {
+        self.push_var(key, value, !(masked || file || raw), masked, file, raw)
+    }
+
     /// Job timeout in seconds (`runner_info.timeout` and every step's `timeout`), capped by the
     /// runner's `maximum_timeout`.
     pub fn timeout(mut self, secs: u64) -> Self {

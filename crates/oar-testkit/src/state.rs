@@ -93,6 +93,12 @@ impl Job {
         };
         JobSnapshot {
             id: self.id,
+            project: self.spec.project_path.clone(),
+            name: self.spec.name.clone(),
+            stage: self.spec.stage.clone(),
+            git_ref: self.git_ref.clone(),
+            sha: self.sha.clone(),
+            pipeline_id: self.pipeline_id,
             state: self.state,
             failure_reason: self.failure_reason.clone(),
             exit_code: self.exit_code,
@@ -215,35 +221,64 @@ impl State {
     }
 }
 
+/// Where a server keeps its files.
+pub(crate) enum Root {
+    /// A temp dir, removed when the server's state is dropped.
+    Temp(tempfile::TempDir),
+    /// A directory given by the caller, kept.
+    Kept(PathBuf),
+}
+
+impl Root {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Root::Temp(t) => t.path(),
+            Root::Kept(p) => p,
+        }
+    }
+}
+
 /// State shared by the handle and every connection task.
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
-    /// `http://127.0.0.1:PORT` (`https://` in HTTPS mode).
+    /// `http://HOST:PORT` (`https://` in HTTPS mode).
     pub base_url: String,
+    /// Host name or IP in URLs handed out (`127.0.0.1` unless told otherwise; IPv6 in
+    /// brackets).
+    pub host: String,
     /// Listening port.
     pub port: u16,
+    /// The directory holding `repos`, `work`, `artifacts` and `tls`.
+    pub root: PathBuf,
     /// Directory of bare repositories (`GIT_PROJECT_ROOT`).
     pub repos: PathBuf,
     /// Directory of work trees used to make commits.
     pub work: PathBuf,
+    /// Directory of uploaded artifacts (`<job id>/<artifact type>/<file name>`), a copy of what
+    /// the jobs hold, for inspection from outside.
+    pub artifacts: PathBuf,
     /// `git-http-backend` executable.
     pub http_backend: PathBuf,
-    /// Keeps the directories alive as long as the server runs.
-    _root: tempfile::TempDir,
+    /// Keeps a temp root alive as long as the server runs.
+    _root: Root,
 }
 
 impl Shared {
-    /// `scheme` is `http` or `https`.
-    pub fn new(port: u16, scheme: &str, root: tempfile::TempDir, http_backend: PathBuf) -> Self {
+    /// `scheme` is `http` or `https`; `host` goes into URLs as it is.
+    pub fn new(port: u16, scheme: &str, host: String, root: Root, http_backend: PathBuf) -> Self {
         let (changed, _) = watch::channel(0);
+        let dir = root.path().to_owned();
         Shared {
             state: Mutex::new(State::new()),
             changed,
-            base_url: format!("{scheme}://127.0.0.1:{port}"),
+            base_url: format!("{scheme}://{host}:{port}"),
+            host,
             port,
-            repos: root.path().join("repos"),
-            work: root.path().join("work"),
+            repos: dir.join("repos"),
+            work: dir.join("work"),
+            artifacts: dir.join("artifacts"),
+            root: dir,
             http_backend,
             _root: root,
         }

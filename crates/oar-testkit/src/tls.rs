@@ -79,8 +79,31 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Generate the certificates into `dir` and build the acceptor.
-pub(crate) fn generate(dir: &Path, opts: TlsOptions) -> anyhow::Result<TlsMaterial> {
+/// Subject alternative names of the server certificate: `127.0.0.1`, `localhost` and `host`
+/// (the host name or IP put into URLs, IPv6 in brackets).
+fn server_sans(host: &str) -> anyhow::Result<Vec<SanType>> {
+    let mut sans = vec![
+        SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        SanType::DnsName("localhost".try_into()?),
+    ];
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let extra = match bare.parse::<IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(
+            bare.to_owned()
+                .try_into()
+                .with_context(|| format!("host {host:?} is not a valid DNS name"))?,
+        ),
+    };
+    if !sans.contains(&extra) {
+        sans.push(extra);
+    }
+    Ok(sans)
+}
+
+/// Generate the certificates into `dir` and build the acceptor; the server certificate is
+/// valid for `host` too.
+pub(crate) fn generate(dir: &Path, opts: TlsOptions, host: &str) -> anyhow::Result<TlsMaterial> {
     std::fs::create_dir_all(dir)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
@@ -91,10 +114,7 @@ pub(crate) fn generate(dir: &Path, opts: TlsOptions) -> anyhow::Result<TlsMateri
     let server_key = KeyPair::generate().context("server key")?;
     let server_cert = leaf_params(
         "127.0.0.1",
-        vec![
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            SanType::DnsName("localhost".try_into()?),
-        ],
+        server_sans(host)?,
         ExtendedKeyUsagePurpose::ServerAuth,
     )?
     .signed_by(&server_key, &ca)?;

@@ -3,11 +3,14 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
-/// State of a job as GitLab reports it in `Job-Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// State of a job as GitLab reports it in `Job-Status`; serialized as that wire name
+/// (`"pending"`, `"running"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting in the queue, or handed to a runner advertising `two_phase_job_commit` that has
     /// not acknowledged it yet (`PUT state=running`).
@@ -60,7 +63,12 @@ impl fmt::Display for JobState {
 }
 
 /// The API endpoints the fake serves, used to target faults and to classify requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// In JSON (the admin API) an endpoint is its snake_case name: `"register_runner"`,
+/// `"verify_runner"`, `"unregister_runner"`, `"reset_runner_token"`, `"request_job"`,
+/// `"update_job"`, `"patch_trace"`, `"upload_artifacts"`, `"download_artifacts"`, `"git"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// `POST /api/v4/runners` (legacy registration).
     RegisterRunner,
@@ -85,7 +93,24 @@ pub enum Endpoint {
 }
 
 /// A fault injected before normal handling; each one is counted down per endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In JSON (the admin API) a fault is an object tagged by `kind`, with the variant's fields
+/// (`times` defaults to 1, `Delay`'s duration is `by_ms` in milliseconds; unknown fields and
+/// fields of another kind are refused, errors name the field):
+///
+/// ```json
+/// {"kind": "status", "endpoint": "request_job", "status": 503, "times": 2}
+/// {"kind": "rate_limited", "endpoint": "patch_trace", "retry_after": 1}
+/// {"kind": "reset", "endpoint": "update_job"}
+/// {"kind": "delay", "endpoint": "request_job", "by_ms": 1500}
+/// {"kind": "trace416", "job": 1001}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "crate::faults::FaultWire"
+)]
 pub enum Fault {
     /// Answer `status` (with a JSON `{"message": ...}` body) `times` times.
     Status {
@@ -117,6 +142,7 @@ pub enum Fault {
         /// Endpoint to hit.
         endpoint: Endpoint,
         /// How long to wait before handling.
+        #[serde(rename = "by_ms", serialize_with = "crate::util::duration_ms")]
         by: Duration,
         /// How many requests are affected.
         times: u32,
@@ -173,7 +199,7 @@ impl RequestRecord {
 }
 
 /// A runner known to the fake.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunnerRecord {
     /// Runner id.
     pub id: i64,
@@ -197,7 +223,9 @@ pub struct RunnerRecord {
     pub maintenance_note: Option<String>,
     /// Last `info` object the runner sent.
     pub info: Option<Value>,
-    /// Every `system_id` seen (one runner manager each).
+    /// Its runner managers: every `system_id` seen in `verify` and `jobs/request`, in order of
+    /// first contact, minus those removed by `DELETE /api/v4/runners/managers` (GitLab keeps
+    /// one runner manager per (runner, system_id)).
     pub system_ids: Vec<String>,
     /// Unregistered (`DELETE /api/v4/runners`).
     pub deleted: bool,
@@ -241,6 +269,18 @@ pub struct StoredArtifact {
 pub struct JobSnapshot {
     /// Job id.
     pub id: i64,
+    /// Project path (`namespace/name`).
+    pub project: String,
+    /// Job name.
+    pub name: String,
+    /// Stage name.
+    pub stage: String,
+    /// Branch or tag built.
+    pub git_ref: String,
+    /// Commit built.
+    pub sha: String,
+    /// Pipeline id.
+    pub pipeline_id: i64,
     /// Current state.
     pub state: JobState,
     /// Failure reason as GitLab stored it (unknown reasons become `unknown_failure`).
