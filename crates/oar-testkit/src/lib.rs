@@ -43,6 +43,7 @@ mod server;
 mod spec;
 mod state;
 mod tls;
+pub mod tools;
 mod trace;
 mod types;
 mod util;

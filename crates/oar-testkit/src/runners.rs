@@ -140,7 +140,10 @@ pub(crate) fn insert_runner(st: &mut St, mut runner: RunnerRecord) -> RunnerReco
     runner.id = st.next_runner_id;
     st.next_runner_id += 1;
     if runner.token.is_empty() {
-        runner.token = util::random_token("glrt-", 24);
+        // GitLab prefixes only the tokens of runners created in the UI or the API with `glrt-`;
+        // a runner that registered with a registration token gets a bare token.
+        let prefix = if runner.registered { "" } else { "glrt-" };
+        runner.token = util::random_token(prefix, 24);
     }
     runner.token_expires_at = st.token_expires_at();
     st.runners.push(runner.clone());

@@ -230,7 +230,7 @@ fn tokens(a: &RegisterArgs) -> anyhow::Result<(Option<String>, Option<String>)> 
         (None, None) => (None, None),
     };
     Ok(match (token, registration) {
-        (None, Some(r)) if r.starts_with("glrt-") => {
+        (None, Some(r)) if is_created_runner_token(&r) => {
             tracing::warn!(
                 "the registration token is a runner authentication token (glrt-): verifying it instead of registering"
             );
@@ -374,13 +374,23 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
                 ..ClientConfig::default()
             })?,
         };
-        match client
-            .unregister_runner(&Token::new(r.token.expose_secret()))
-            .await
-        {
-            Ok(()) | Err(oar_gitlab::Error::Forbidden { .. }) => {
+        let token = Token::new(r.token.expose_secret());
+        // A runner created in GitLab (glrt- token) outlives this machine: only this machine's
+        // runner manager goes. A runner this machine registered (legacy token) goes whole.
+        let (result, what) = if is_created_runner_token(r.token.expose_secret()) {
+            let system_id = crate::system_id::load_or_create(&a.config.config)?;
+            let result = client.unregister_runner_manager(&token, &system_id).await;
+            (result, format!("runner manager {system_id}"))
+        } else {
+            (client.unregister_runner(&token).await, "runner".to_string())
+        };
+        match result {
+            // 403: the runner is gone already; 404: so is this runner manager.
+            Ok(())
+            | Err(oar_gitlab::Error::Forbidden { .. })
+            | Err(oar_gitlab::Error::Status { status: 404, .. }) => {
                 println!(
-                    "Unregistering runner from GitLab succeeded  runner={}",
+                    "Unregistering {what} from GitLab succeeded  runner={}",
                     oar_config::short_token(r.token.expose_secret())
                 );
                 removed.push(r.token.expose_secret().to_string());
@@ -401,6 +411,12 @@ pub async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
         bail!("{failed} runner(s) could not be unregistered and were kept in the config");
     }
     Ok(())
+}
+
+/// A runner authentication token of a runner created in GitLab (UI or API), as opposed to one
+/// that legacy registration handed out.
+fn is_created_runner_token(token: &str) -> bool {
+    token.starts_with("glrt-")
 }
 
 /// `oar list`.

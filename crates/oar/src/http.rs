@@ -99,6 +99,31 @@ pub async fn serve(
         .await
 }
 
+/// Listens on `listen_address` as GitLab Runner (Go) reads it: `host:port`, or `:port` for
+/// every interface (IPv6 and IPv4 where the host has IPv6, else IPv4 alone), which is the form
+/// the Helm chart and most config.toml files use.
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let Some(port) = addr.strip_prefix(':') else {
+        return tokio::net::TcpListener::bind(addr).await;
+    };
+    let port: u16 = port.parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr:?} is not :PORT or HOST:PORT"),
+        )
+    })?;
+    match tokio::net::TcpListener::bind(("::", port)).await {
+        Ok(l) => Ok(l),
+        // No IPv6 in this network namespace (common in containers): every IPv4 interface.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable
+            || e.raw_os_error() == Some(97) /* EAFNOSUPPORT */ =>
+        {
+            tokio::net::TcpListener::bind(("0.0.0.0", port)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +264,24 @@ mod tests {
 
         // The listener is gone with the server: nothing accepts any more.
         assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_port_alone_listens_on_every_interface() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let listener = bind(&format!(":{port}")).await.unwrap();
+        let local = listener.local_addr().unwrap();
+        assert_eq!(local.port(), port);
+        assert!(local.ip().is_unspecified(), "{local}");
+        // Reachable on the IPv4 loopback either way (dual-stack or IPv4 alone).
+        let accept = tokio::spawn(async move { listener.accept().await.map(drop) });
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        accept.await.unwrap().unwrap();
+        assert!(bind(":http").await.is_err());
+        assert!(bind(":99999").await.is_err());
     }
 }

@@ -72,7 +72,7 @@ async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<()> {
             let readiness = http::Readiness::default();
             let server_stop = tokio_util::sync::CancellationToken::new();
             if let Some(addr) = listen {
-                let listener = tokio::net::TcpListener::bind(&addr)
+                let listener = http::bind(&addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
                 tracing::info!(address = %listener.local_addr()?, "metrics and health server listening");

@@ -7,21 +7,18 @@ mod common;
 
 use common::JOB_WAIT;
 use common::kube::{
-    RUN_TIMEOUT, assert_nothing_left, finish_run, run_single, run_single_command, setup,
+    PodLog, RUN_TIMEOUT, assert_nothing_left, finish_run, run_single, run_single_command, setup,
     spawn_run_single, write_kube_config,
 };
 use common::kube_run::manager_rules;
-use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{EvictParams, PostParams};
-use kube::runtime::watcher;
 use oar_testkit::cluster::{ADMIN_USER, BUSYBOX_IMAGE, wait_for};
 use oar_testkit::s3::S3Server;
 use oar_testkit::{JobSnapshot, JobSpec, JobState};
 use serde_json::json;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -104,67 +101,6 @@ fn assert_final_update_consistent(job: &JobSnapshot) {
         job.final_bytesize,
         job.trace.len()
     );
-}
-
-/// A pod's name and its `spec.serviceAccountName`.
-type SeenPod = (String, Option<String>);
-
-/// The pods created in a namespace while it runs, with their ServiceAccount (a watch started
-/// before the runner, so no pod escapes it).
-struct PodLog {
-    seen: Arc<Mutex<Vec<SeenPod>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PodLog {
-    async fn start(ns: &oar_testkit::cluster::TestNamespace) -> PodLog {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let stream = watcher(ns.api::<Pod>(), watcher::Config::default());
-        let task = tokio::spawn({
-            let seen = seen.clone();
-            async move {
-                let mut ready = Some(ready_tx);
-                let mut stream = std::pin::pin!(stream);
-                while let Ok(Some(event)) = stream.try_next().await {
-                    let pod = match event {
-                        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
-                        watcher::Event::InitDone => {
-                            if let Some(tx) = ready.take() {
-                                let _ = tx.send(());
-                            }
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    let name = pod.metadata.name.clone().unwrap_or_default();
-                    let sa = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.service_account_name.clone());
-                    let mut seen = seen.lock().unwrap();
-                    if !seen.iter().any(|(n, _)| n == &name) {
-                        seen.push((name, sa));
-                    }
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(30), ready_rx)
-            .await
-            .expect("the pod watch lists")
-            .expect("the pod watch runs");
-        PodLog { seen, task }
-    }
-
-    fn pods(&self) -> Vec<SeenPod> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for PodLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// Services, artifacts, a distributed cache and after_script: the job succeeds with a

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Fixture, signal};
+use common::{Fixture, http_get, signal};
 use nix::sys::signal::Signal;
 use oar_testkit::{JobSpec, JobState};
 use std::time::Duration;
@@ -92,22 +92,6 @@ async fn sigterm_lets_the_running_job_finish_and_takes_no_new_one() {
         JobState::Pending,
         "a draining runner took a new job"
     );
-}
-
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, buf)
 }
 
 #[tokio::test]

@@ -50,7 +50,12 @@ pub(crate) fn router(gitlab: WeakGitlab) -> Router {
             "/_fake/registration-tokens",
             post(runners::registration_token),
         )
-        .route("/_fake/faults", get(runners::faults).post(runners::inject))
+        .route(
+            "/_fake/faults",
+            get(runners::faults)
+                .post(runners::inject)
+                .delete(runners::clear_faults),
+        )
         .route("/_fake/requests", get(runners::requests))
         .route("/_fake/violations", get(runners::violations))
         .route("/_fake/settings", put(runners::settings))

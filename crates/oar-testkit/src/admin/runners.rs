@@ -162,6 +162,13 @@ pub(super) async fn inject(State(gitlab): State<WeakGitlab>, body: Body) -> Repl
     reply(StatusCode::CREATED, &gitlab.pending_faults())
 }
 
+/// `DELETE /_fake/faults`: drop every pending fault (`FakeGitlab::clear_faults`).
+pub(super) async fn clear_faults(State(gitlab): State<WeakGitlab>) -> Reply {
+    let gitlab = upgrade(&gitlab)?;
+    gitlab.clear_faults();
+    reply(StatusCode::OK, &gitlab.pending_faults())
+}
+
 /// An entry of `GET /_fake/requests`.
 #[derive(Serialize)]
 struct RequestView {

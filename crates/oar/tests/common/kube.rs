@@ -3,10 +3,13 @@
 //! kubeconfig, and what a job left behind.
 
 use super::{Fixture, RUNNER_TOKEN};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
+use kube::runtime::watcher;
 use oar_testkit::cluster::{DEBIAN_IMAGE, HELPER_IMAGE, TestCluster, TestNamespace, wait_for};
 use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::process::Child;
 
@@ -155,4 +158,65 @@ pub async fn assert_nothing_left(ns: &TestNamespace) {
     let (pods, secrets) = leftovers(ns).await;
     assert!(pods.is_empty(), "pods left: {pods:?}");
     assert!(secrets.is_empty(), "secrets left: {secrets:?}");
+}
+
+/// A pod's name and its `spec.serviceAccountName`.
+pub type SeenPod = (String, Option<String>);
+
+/// The pods created in a namespace while it runs, with their ServiceAccount (a watch started
+/// before the runner, so no pod escapes it).
+pub struct PodLog {
+    seen: Arc<Mutex<Vec<SeenPod>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodLog {
+    pub async fn start(ns: &TestNamespace) -> PodLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stream = watcher(ns.api::<Pod>(), watcher::Config::default());
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let mut ready = Some(ready_tx);
+                let mut stream = std::pin::pin!(stream);
+                while let Ok(Some(event)) = stream.try_next().await {
+                    let pod = match event {
+                        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
+                        watcher::Event::InitDone => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let sa = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone());
+                    let mut seen = seen.lock().unwrap();
+                    if !seen.iter().any(|(n, _)| n == &name) {
+                        seen.push((name, sa));
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .expect("the pod watch lists")
+            .expect("the pod watch runs");
+        PodLog { seen, task }
+    }
+
+    pub fn pods(&self) -> Vec<SeenPod> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PodLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
