@@ -3,8 +3,8 @@
 //! checked by `kubernetes-validate --strict` and snapshot-tested, the Role equal to
 //! [`oar_kube::rbac::RULES`], and bad values refused with the key's name.
 //!
-//! The tools come from `bash ../shared/tools/install-helm-tools.sh` (into `$OAR_TOOLS_DIR`,
-//! default `~/.cache/oar-tools`). Without them these tests print a loud notice and pass, unless
+//! The tools come from `scripts/test-tools` (into `$OAR_TOOLS_DIR`, default
+//! `~/.cache/oar-tools`). Without them these tests print a loud notice and pass, unless
 //! `OAR_REQUIRE_HELM=1` (as in CI), which makes them fail.
 
 use std::collections::BTreeSet;
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use oar_kube::rbac::{RULES, rules_yaml};
+use oar_testkit::tools::Tools;
 use serde_json::Value;
 
 /// The Kubernetes version the renders are made for and validated against.
@@ -20,72 +21,10 @@ const KUBE_VERSION: &str = "1.30.0";
 const RELEASE: &str = "runner";
 const NAMESPACE: &str = "ci";
 
-struct Tools {
-    helm3: PathBuf,
-    helm4: PathBuf,
-    validate: PathBuf,
-    /// HELM_*_HOME for hermetic runs (no user repositories or plugins).
-    home: tempfile::TempDir,
-}
-
-impl Tools {
-    fn helms(&self) -> [(&'static str, &Path); 2] {
-        [("helm 3", &self.helm3), ("helm 4", &self.helm4)]
-    }
-
-    fn helm(&self, helm: &Path) -> Command {
-        let mut c = Command::new(helm);
-        for (var, dir) in [
-            ("HELM_CONFIG_HOME", "config"),
-            ("HELM_CACHE_HOME", "cache"),
-            ("HELM_DATA_HOME", "data"),
-        ] {
-            c.env(var, self.home.path().join(dir));
-        }
-        c
-    }
-}
-
-/// The tools, or `None` (after a loud notice) when they are not installed and not required.
+/// The tools (`scripts/test-tools`), or `None` after a loud notice when they are missing and
+/// not required.
 fn tools() -> Option<Tools> {
-    let dir = std::env::var_os("OAR_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("oar-tools"))
-        })
-        .unwrap_or_else(|| PathBuf::from(".cache/oar-tools"));
-    let bin = dir.join("bin");
-    let (helm3, helm4, validate) = (
-        bin.join("helm"),
-        bin.join("helm4"),
-        bin.join("kubernetes-validate"),
-    );
-    let missing: Vec<String> = [&helm3, &helm4, &validate]
-        .into_iter()
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if missing.is_empty() {
-        return Some(Tools {
-            helm3,
-            helm4,
-            validate,
-            home: tempfile::tempdir().expect("temp dir"),
-        });
-    }
-    let message = format!(
-        "the Helm chart tests need {} (install them with `bash ../shared/tools/install-helm-tools.sh`, or point OAR_TOOLS_DIR at them)",
-        missing.join(", ")
-    );
-    if std::env::var("OAR_REQUIRE_HELM").as_deref() == Ok("1") {
-        panic!("OAR_REQUIRE_HELM=1: {message}");
-    }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED: {message}\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    None
+    Tools::find()
 }
 
 fn chart_dir() -> PathBuf {

@@ -800,6 +800,7 @@ async fn a_registration_token_install_registers_exactly_one_runner() {
     assert_eq!(job.state, JobState::Success, "{}", job.trace_str());
     assert!(job.checksum_matches);
     assert_eq!(job.runner_id, Some(registered[0].id));
+    chart.assert_no_job_objects().await;
 
     chart.helm("uninstall", None, true).await;
     chart.assert_uninstalled().await;
@@ -881,6 +882,7 @@ async fn an_upgrade_while_five_jobs_run_rolls_and_the_new_manager_adopts_them() 
             .await
             .expect("finishes");
     assert!(job.trace_str().contains("rolled=1"), "{}", job.trace_str());
+    chart.assert_no_job_objects().await;
     let pid = manager_pid(&new).await;
     eprintln!("manager RSS after 6 jobs: {}", proc_status(pid, "VmRSS"));
 
@@ -930,6 +932,9 @@ async fn a_deleted_or_killed_manager_is_replaced_and_its_successor_adopts_the_jo
         .expect("delete the manager pod");
     let second = chart.ready_manager(Some(&first_name)).await;
     let second_name = second.metadata.name.clone().unwrap();
+    // The deleted pod's preStop removed its runner manager; the replacement has its own.
+    let managers = system_ids(&f, RUNNER_TOKEN);
+    assert_eq!(managers.len(), 1, "{managers:?}");
     let log = chart.manager_log(&second_name, false).await;
     let adopted = log
         .lines()
@@ -959,6 +964,8 @@ async fn a_deleted_or_killed_manager_is_replaced_and_its_successor_adopts_the_jo
         .filter(|l| l.contains("adopting a job pod left by a previous manager"))
         .count();
     assert_eq!(adopted, 2, "the restarted container's log:\n{log}");
+    // The restarted container kept the pod's config and system id (no new runner manager).
+    assert_eq!(system_ids(&f, RUNNER_TOKEN), managers);
 
     let _gate = std::net::TcpListener::bind(("127.0.0.1", gate)).expect("the gate");
     for id in &ids {
