@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::kube::PodLog;
+use common::kube::{PodLog, web_service};
 use common::{Fixture, JOB_WAIT, RUNNER_TOKEN, http_get};
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -25,9 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
-use oar_testkit::cluster::{
-    BUSYBOX_IMAGE, DEBIAN_IMAGE, TestCluster, TestNamespace, service_account_user,
-};
+use oar_testkit::cluster::{DEBIAN_IMAGE, TestCluster, TestNamespace, service_account_user};
 use oar_testkit::s3::S3Server;
 use oar_testkit::tools::Tools;
 use oar_testkit::{Endpoint, Fault, JobSnapshot, JobSpec, JobState};
@@ -558,6 +556,45 @@ fn assert_full_gated_log(job: &JobSnapshot) {
     );
 }
 
+/// Queues `n` gated jobs (see [`gated_script`]) and waits until each one runs.
+async fn start_gated_jobs(f: &Fixture, n: usize, gate: u16) -> Vec<i64> {
+    let ids: Vec<i64> = (0..n)
+        .map(|i| {
+            f.gl.enqueue_job(
+                JobSpec::new("acme/none")
+                    .name(&format!("long-{i}"))
+                    .variable("GIT_STRATEGY", "none")
+                    .script([gated_script(gate)]),
+            )
+        })
+        .collect();
+    for id in &ids {
+        f.gl.wait_trace_contains(*id, "tick 1\n", JOB_WAIT)
+            .await
+            .expect("the job runs");
+    }
+    ids
+}
+
+/// Opens the gate and checks that every gated job ends with its full log.
+async fn finish_gated_jobs(f: &Fixture, ids: &[i64], gate: u16) {
+    let _gate = std::net::TcpListener::bind(("127.0.0.1", gate)).expect("the gate");
+    for id in ids {
+        let job =
+            f.gl.wait_job_finished(*id, JOB_WAIT)
+                .await
+                .expect("finishes");
+        assert_full_gated_log(&job);
+    }
+}
+
+/// How many job pods a manager's log says it adopted.
+fn adopted(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("adopting a job pod left by a previous manager"))
+        .count()
+}
+
 /// The runner's system ids (runner managers) as FakeGitlab has them.
 fn system_ids(f: &Fixture, token: &str) -> Vec<String> {
     f.gl.runners()
@@ -692,23 +729,13 @@ async fn a_glrt_install_verifies_gets_ready_runs_a_full_job_and_uninstalls_clean
     f.gl.create_repo("acme/widget", &[("README.md", "hello from the repo\n")])
         .unwrap();
     let svc_port = free_port();
-    let serve = format!(
-        "mkdir -p /tmp/www && echo svc-marker-5d1c > /tmp/www/index.html && exec httpd -f -p {svc_port} -h /tmp/www"
-    );
-    let fetch = format!(
-        r#"fetch() {{ for i in $(seq 1 100); do if (exec 3<>"/dev/tcp/$1/{svc_port}" && printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3 && cat <&3) >"/tmp/$1.out" 2>/dev/null; then grep -q svc-marker-5d1c "/tmp/$1.out" && return 0; fi; sleep 0.1; done; return 1; }}"#
-    );
+    let (services, fetch) = web_service(svc_port, "svc-marker-5d1c");
     let jobs_pods = PodLog::start(&chart.ns).await;
     let id = f.gl.enqueue_job(
         JobSpec::new("acme/widget")
             .name("build")
             .variable("KUBERNETES_SERVICE_ACCOUNT_OVERWRITE", "ci-deployer")
-            .services(json!([{
-                "name": BUSYBOX_IMAGE,
-                "alias": "web",
-                "entrypoint": ["sh", "-c"],
-                "command": [serve],
-            }]))
+            .services(services)
             .script([
                 fetch.as_str(),
                 "fetch web && echo 'service as web: ok'",
@@ -827,21 +854,7 @@ async fn an_upgrade_while_five_jobs_run_rolls_and_the_new_manager_adopts_them() 
     assert_eq!(old_ids.len(), 1, "{old_ids:?}");
 
     let gate = free_port();
-    let ids: Vec<i64> = (0..5)
-        .map(|i| {
-            f.gl.enqueue_job(
-                JobSpec::new("acme/none")
-                    .name(&format!("long-{i}"))
-                    .variable("GIT_STRATEGY", "none")
-                    .script([gated_script(gate)]),
-            )
-        })
-        .collect();
-    for id in &ids {
-        f.gl.wait_trace_contains(*id, "tick 1\n", JOB_WAIT)
-            .await
-            .expect("the job runs");
-    }
+    let ids = start_gated_jobs(&f, 5, gate).await;
 
     values.runner_extra = "  environment = [\"ROLLED=1\"]\n".into();
     let values_path = chart.write_values(&f, &values);
@@ -855,20 +868,9 @@ async fn an_upgrade_while_five_jobs_run_rolls_and_the_new_manager_adopts_them() 
         "runner managers before {old_ids:?}, after {new_ids:?}"
     );
     let log = chart.manager_log(&new_name, false).await;
-    let adopted = log
-        .lines()
-        .filter(|l| l.contains("adopting a job pod left by a previous manager"))
-        .count();
-    assert_eq!(adopted, 5, "the new manager's log:\n{log}");
+    assert_eq!(adopted(&log), 5, "the new manager's log:\n{log}");
 
-    let _gate = std::net::TcpListener::bind(("127.0.0.1", gate)).expect("the gate");
-    for id in &ids {
-        let job =
-            f.gl.wait_job_finished(*id, JOB_WAIT)
-                .await
-                .expect("finishes");
-        assert_full_gated_log(&job);
-    }
+    finish_gated_jobs(&f, &ids, gate).await;
     chart.assert_no_job_objects().await;
     assert_eq!(chart.manager_pod_creates().await, 5, "jobs started again");
     // The next job sees the new config.
@@ -907,21 +909,7 @@ async fn a_deleted_or_killed_manager_is_replaced_and_its_successor_adopts_the_jo
     let first_name = first.metadata.name.clone().unwrap();
 
     let gate = free_port();
-    let ids: Vec<i64> = (0..2)
-        .map(|i| {
-            f.gl.enqueue_job(
-                JobSpec::new("acme/none")
-                    .name(&format!("long-{i}"))
-                    .variable("GIT_STRATEGY", "none")
-                    .script([gated_script(gate)]),
-            )
-        })
-        .collect();
-    for id in &ids {
-        f.gl.wait_trace_contains(*id, "tick 1\n", JOB_WAIT)
-            .await
-            .expect("the job runs");
-    }
+    let ids = start_gated_jobs(&f, 2, gate).await;
 
     // `kubectl delete pod`: the ReplicaSet replaces it.
     chart
@@ -936,11 +924,7 @@ async fn a_deleted_or_killed_manager_is_replaced_and_its_successor_adopts_the_jo
     let managers = system_ids(&f, RUNNER_TOKEN);
     assert_eq!(managers.len(), 1, "{managers:?}");
     let log = chart.manager_log(&second_name, false).await;
-    let adopted = log
-        .lines()
-        .filter(|l| l.contains("adopting a job pod left by a previous manager"))
-        .count();
-    assert_eq!(adopted, 2, "the replacement's log:\n{log}");
+    assert_eq!(adopted(&log), 2, "the replacement's log:\n{log}");
 
     // kill -9 of the replacement's process: the kubelet restarts the container in place.
     let before = ctr(&["tasks", "ls"]).await;
@@ -959,22 +943,11 @@ async fn a_deleted_or_killed_manager_is_replaced_and_its_successor_adopts_the_jo
         Some(second_name.as_str())
     );
     let log = chart.manager_log(&second_name, false).await;
-    let adopted = log
-        .lines()
-        .filter(|l| l.contains("adopting a job pod left by a previous manager"))
-        .count();
-    assert_eq!(adopted, 2, "the restarted container's log:\n{log}");
+    assert_eq!(adopted(&log), 2, "the restarted container's log:\n{log}");
     // The restarted container kept the pod's config and system id (no new runner manager).
     assert_eq!(system_ids(&f, RUNNER_TOKEN), managers);
 
-    let _gate = std::net::TcpListener::bind(("127.0.0.1", gate)).expect("the gate");
-    for id in &ids {
-        let job =
-            f.gl.wait_job_finished(*id, JOB_WAIT)
-                .await
-                .expect("finishes");
-        assert_full_gated_log(&job);
-    }
+    finish_gated_jobs(&f, &ids, gate).await;
     chart.assert_no_job_objects().await;
     assert_eq!(chart.manager_pod_creates().await, 2, "jobs started again");
 

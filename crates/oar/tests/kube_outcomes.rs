@@ -8,13 +8,13 @@ mod common;
 use common::JOB_WAIT;
 use common::kube::{
     PodLog, RUN_TIMEOUT, assert_nothing_left, finish_run, run_single, run_single_command, setup,
-    spawn_run_single, write_kube_config,
+    spawn_run_single, web_service, write_kube_config,
 };
 use common::kube_run::manager_rules;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{EvictParams, PostParams};
-use oar_testkit::cluster::{ADMIN_USER, BUSYBOX_IMAGE, wait_for};
+use oar_testkit::cluster::{ADMIN_USER, wait_for};
 use oar_testkit::s3::S3Server;
 use oar_testkit::{JobSnapshot, JobSpec, JobState};
 use serde_json::json;
@@ -117,22 +117,11 @@ async fn services_artifacts_cache_and_after_script_work_in_a_pod() {
     f.gl.create_repo("acme/widget", &[("README.md", "hello from the repo\n")])
         .unwrap();
     let port = free_port();
-    let serve = format!(
-        "mkdir -p /tmp/www && echo svc-marker-7f3a > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www"
-    );
-    // Bash's /dev/tcp: the Debian image has no HTTP client. The service may still be starting.
-    let fetch = format!(
-        r#"fetch() {{ for i in $(seq 1 100); do if (exec 3<>"/dev/tcp/$1/{port}" && printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3 && cat <&3) >"/tmp/$1.out" 2>/dev/null; then grep -q svc-marker-7f3a "/tmp/$1.out" && return 0; fi; sleep 0.1; done; return 1; }}"#
-    );
+    let (services, fetch) = web_service(port, "svc-marker-7f3a");
     let build = f.gl.enqueue_job(
         JobSpec::new("acme/widget")
             .name("build")
-            .services(json!([{
-                "name": BUSYBOX_IMAGE,
-                "alias": "web",
-                "entrypoint": ["sh", "-c"],
-                "command": [serve],
-            }]))
+            .services(services)
             .script([
                 fetch.as_str(),
                 "fetch 127.0.0.1 && echo 'service at 127.0.0.1: ok'",

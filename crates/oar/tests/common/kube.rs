@@ -220,3 +220,23 @@ impl Drop for PodLog {
         self.task.abort();
     }
 }
+
+/// A busybox httpd service on `port` (job pods share the host's network) serving a page with
+/// `marker`, aliased `web`: (the job's `services`, the script line defining `fetch HOST`, which
+/// retries until HOST serves the marker: bash's /dev/tcp, since the Debian image has no HTTP
+/// client, and the service may still be starting).
+pub fn web_service(port: u16, marker: &str) -> (serde_json::Value, String) {
+    let serve = format!(
+        "mkdir -p /tmp/www && echo {marker} > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www"
+    );
+    let services = serde_json::json!([{
+        "name": oar_testkit::cluster::BUSYBOX_IMAGE,
+        "alias": "web",
+        "entrypoint": ["sh", "-c"],
+        "command": [serve],
+    }]);
+    let fetch = format!(
+        r#"fetch() {{ for i in $(seq 1 100); do if (exec 3<>"/dev/tcp/$1/{port}" && printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3 && cat <&3) >"/tmp/$1.out" 2>/dev/null; then grep -q {marker} "/tmp/$1.out" && return 0; fi; sleep 0.1; done; return 1; }}"#
+    );
+    (services, fetch)
+}
