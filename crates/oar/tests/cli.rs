@@ -149,6 +149,15 @@ async fn register_verify_list_unregister_round_trip() {
             .any(|r| r.description == "legacy-one" && r.deleted)
     );
 
+    // The glrt- runner was created in GitLab: verify made this machine one of its runner
+    // managers, and unregistering removes that runner manager only, never the runner.
+    let created = |f: &Fixture| {
+        f.gl.runners()
+            .into_iter()
+            .find(|r| r.token == common::RUNNER_TOKEN)
+            .expect("the created runner")
+    };
+    assert_eq!(created(&f).system_ids.len(), 1, "{:?}", created(&f));
     let out = f
         .oar()
         .args(["unregister", "-c"])
@@ -163,9 +172,25 @@ async fn register_verify_list_unregister_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Unregistering runner manager"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
         !std::fs::read_to_string(&cfg)
             .unwrap()
             .contains("[[runners]]")
+    );
+    let runner = created(&f);
+    assert!(
+        !runner.deleted,
+        "a created runner must outlive its managers"
+    );
+    assert!(runner.system_ids.is_empty(), "{runner:?}");
+    assert!(
+        f.gl.requests_to(oar_testkit::Endpoint::UnregisterRunner)
+            .iter()
+            .any(|r| r.path == "/api/v4/runners/managers")
     );
 }
 
