@@ -164,31 +164,31 @@ fn check(name: &str, spec: &InputSpec, value: &Node) -> Result<()> {
             format!("provided value is not {want} (found {})", value.kind()),
         ));
     }
-    if let Some(options) = &spec.options {
-        if !options.iter().any(|o| o.value == value.value) {
-            let list: Vec<String> = options.iter().map(|o| o.value.to_string()).collect();
-            return Err(bad(
-                &value.loc,
-                &kw,
-                format!(
-                    "`{}` cannot be used because it is not in the list of allowed options ({})",
-                    value.value,
-                    list.join(", ")
-                ),
-            ));
-        }
+    if let Some(options) = &spec.options
+        && !options.iter().any(|o| o.value == value.value)
+    {
+        let list: Vec<String> = options.iter().map(|o| o.value.to_string()).collect();
+        return Err(bad(
+            &value.loc,
+            &kw,
+            format!(
+                "`{}` cannot be used because it is not in the list of allowed options ({})",
+                value.value,
+                list.join(", ")
+            ),
+        ));
     }
-    if let (Some(re), Value::Str(s)) = (&spec.regex, &value.value) {
-        if !re.is_match(s) {
-            return Err(bad(
-                &value.loc,
-                &kw,
-                format!(
-                    "provided value does not match required RegEx pattern {}",
-                    re.as_str()
-                ),
-            ));
-        }
+    if let (Some(re), Value::Str(s)) = (&spec.regex, &value.value)
+        && !re.is_match(s)
+    {
+        return Err(bad(
+            &value.loc,
+            &kw,
+            format!(
+                "provided value does not match required RegEx pattern {}",
+                re.as_str()
+            ),
+        ));
     }
     Ok(())
 }

@@ -135,15 +135,15 @@ impl Loader<'_> {
                 ));
             }
         };
-        if let Some((kloc, _)) = own.get("spec") {
-            if header.is_none() {
-                return Err(invalid(
-                    kloc,
-                    None,
-                    "spec",
-                    "spec: must be in a header section that ends with ---",
-                ));
-            }
+        if let Some((kloc, _)) = own.get("spec")
+            && header.is_none()
+        {
+            return Err(invalid(
+                kloc,
+                None,
+                "spec",
+                "spec: must be in a header section that ends with ---",
+            ));
         }
         let mut merged = Map::new();
         if let Some((_, inc)) = own.shift_remove("include") {
@@ -222,10 +222,10 @@ impl Loader<'_> {
                         }
                     }
                 }
-                if let Some(rules) = rules {
-                    if !self.include_rules_pass(rules)? {
-                        return Ok(Vec::new());
-                    }
+                if let Some(rules) = rules
+                    && !self.include_rules_pass(rules)?
+                {
+                    return Ok(Vec::new());
                 }
                 let Some(local) = local else {
                     return Err(invalid(

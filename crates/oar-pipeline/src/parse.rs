@@ -774,7 +774,7 @@ pub(crate) fn duration_seconds(text: &str) -> Option<u64> {
             _ => return None,
         };
         let add = num * mult;
-        if !add.is_finite() || add < 0.0 || add > 1e15 {
+        if !add.is_finite() || !(0.0..=1e15).contains(&add) {
             return None;
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -1240,7 +1240,7 @@ fn job(
             "a trigger job cannot have script:",
         ));
     }
-    if !stages.iter().any(|s| *s == j.stage) {
+    if !stages.contains(&j.stage) {
         return Err(PipelineError::invalid(
             &stage_loc,
             Some(name),
@@ -1268,15 +1268,15 @@ fn job(
             "when: delayed needs start_in",
         ));
     }
-    if let Some(s) = &j.start_in {
-        if !matches!(duration_seconds(s), Some(1..=604_800)) {
-            return Err(PipelineError::invalid(
-                loc,
-                Some(name),
-                Some("start_in"),
-                format!("{s:?} must be a duration between 1 second and 1 week"),
-            ));
-        }
+    if let Some(s) = &j.start_in
+        && !matches!(duration_seconds(s), Some(1..=604_800))
+    {
+        return Err(PipelineError::invalid(
+            loc,
+            Some(name),
+            Some("start_in"),
+            format!("{s:?} must be a duration between 1 second and 1 week"),
+        ));
     }
     Ok(j)
 }

@@ -257,7 +257,14 @@ struct Instance<'j> {
     order: usize,
 }
 
-fn expand_parallel(job: &Job) -> Vec<(String, Option<u32>, u32, Vec<(String, String)>)> {
+/// Matrix values of one instance, in key order.
+type MatrixVars = Vec<(String, String)>;
+/// One parallel instance: name, node index, node total, matrix values.
+type Expanded = (String, Option<u32>, u32, MatrixVars);
+/// A kept instance with its decision and variables.
+type Kept<'j> = (Instance<'j>, Decided, IndexMap<String, PlannedVariable>);
+
+fn expand_parallel(job: &Job) -> Vec<Expanded> {
     match &job.parallel {
         None => vec![(job.name.clone(), None, 1, Vec::new())],
         Some(Parallel::Count(n)) => (1..=*n)
@@ -464,8 +471,8 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
         .collect();
 
     // Expand and decide every job.
-    let mut all_instances: HashMap<&str, Vec<(String, Vec<(String, String)>)>> = HashMap::new();
-    let mut kept: Vec<(Instance<'_>, Decided, IndexMap<String, PlannedVariable>)> = Vec::new();
+    let mut all_instances: HashMap<&str, Vec<(String, MatrixVars)>> = HashMap::new();
+    let mut kept: Vec<Kept<'_>> = Vec::new();
     let mut skipped_reason: HashMap<String, String> = HashMap::new();
     let mut inst_stage: HashMap<String, usize> = HashMap::new();
     let mut order = 0;
@@ -691,8 +698,7 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
     }
 
     // Build the planned jobs in order.
-    let mut slots: Vec<Option<(Instance<'_>, Decided, IndexMap<String, PlannedVariable>)>> =
-        kept.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<Kept<'_>>> = kept.into_iter().map(Some).collect();
     let names: Vec<String> = slots
         .iter()
         .map(|s| {
@@ -969,10 +975,10 @@ fn decide(
         if !only_matches(only, vars, ctx) {
             return Err(format!("only: {} did not match", describe_only(only)));
         }
-        if let Some(except) = &job.except {
-            if only_matches(except, vars, ctx) {
-                return Err(format!("except: {} matched", describe_only(except)));
-            }
+        if let Some(except) = &job.except
+            && only_matches(except, vars, ctx)
+        {
+            return Err(format!("except: {} matched", describe_only(except)));
         }
         d.reason = if job.only.is_some() {
             "only: matched".into()

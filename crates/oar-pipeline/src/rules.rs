@@ -111,16 +111,16 @@ fn ref_matches(r: &str, vars: &IndexMap<String, String>) -> bool {
         _ => {
             let name = var(vars, "CI_COMMIT_REF_NAME").unwrap_or_default();
             let r = r.split('@').next().unwrap_or(r);
-            if let Some(body) = r.strip_prefix('/') {
-                if let Some(end) = body.rfind('/') {
-                    let flags = &body[end + 1..];
-                    let pat = if flags.contains('i') {
-                        format!("(?i){}", &body[..end])
-                    } else {
-                        body[..end].to_owned()
-                    };
-                    return regex::Regex::new(&pat).is_ok_and(|re| re.is_match(name));
-                }
+            if let Some(body) = r.strip_prefix('/')
+                && let Some(end) = body.rfind('/')
+            {
+                let flags = &body[end + 1..];
+                let pat = if flags.contains('i') {
+                    format!("(?i){}", &body[..end])
+                } else {
+                    body[..end].to_owned()
+                };
+                return regex::Regex::new(&pat).is_ok_and(|re| re.is_match(name));
             }
             r == name
         }

@@ -3,7 +3,6 @@
 //! Anchors, aliases and merge keys (`<<`) are resolved while building; `!reference` tags are
 //! kept as [`Value::Reference`] for the loader to resolve after `extends`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -378,7 +377,7 @@ fn is_reference(tag: &Tag) -> bool {
     tag.handle == "!" && tag.suffix == "reference"
 }
 
-fn scalar(text: &Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(tag) = tag {
         if tag.is_yaml_core_schema() {
             return Ok(match tag.suffix.as_str() {
@@ -425,20 +424,21 @@ fn resolve_plain(text: &str) -> Value {
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i64>() {
-            return Value::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Value::Int(i);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::Int(i);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(i);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Value::Int(i);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Int(i);
     }
     let float_chars = digits
         .bytes()
@@ -446,10 +446,9 @@ fn resolve_plain(text: &str) -> Value {
     if float_chars
         && digits.bytes().any(|b| b.is_ascii_digit())
         && digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && let Ok(f) = text.parse::<f64>()
     {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f);
-        }
+        return Value::Float(f);
     }
     Value::Str(text.to_owned())
 }
