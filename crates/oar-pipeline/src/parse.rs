@@ -302,24 +302,24 @@ pub(crate) fn rules(job: Option<&str>, kw: &str, n: &Node, workflow: bool) -> Re
             loc: item.loc.clone(),
         };
         for (k, (_, v)) in m {
+            let sub = format!("{kw}:{k}");
+            let at = at.sub(&sub);
             match k.as_str() {
-                "if" => rule.if_ = Some(expr(at.sub("rules:if"), v)?),
-                "changes" => rule.changes = Some(changes(at.sub("rules:changes"), v)?),
-                "exists" => rule.exists = Some(exists(at.sub("rules:exists"), v)?),
+                "if" => rule.if_ = Some(expr(at, v)?),
+                "changes" => rule.changes = Some(changes(at, v)?),
+                "exists" => rule.exists = Some(exists(at, v)?),
                 "when" => {
                     let allowed: &[When] = if workflow {
                         &[When::Always, When::Never]
                     } else {
                         &JOB_WHEN
                     };
-                    rule.when = Some(when(at.sub("rules:when"), v, allowed)?);
+                    rule.when = Some(when(at, v, allowed)?);
                 }
                 "start_in" => rule.start_in = Some(at.text(v)?),
-                "allow_failure" => {
-                    rule.allow_failure = Some(allow_failure(at.sub("rules:allow_failure"), v)?)
-                }
-                "variables" => rule.variables = variables(at.sub("rules:variables"), v, false)?,
-                "needs" => rule.needs = Some(needs(at.sub("rules:needs"), v)?),
+                "allow_failure" => rule.allow_failure = Some(allow_failure(at, v)?),
+                "variables" => rule.variables = variables(at, v, false)?,
+                "needs" => rule.needs = Some(needs(at, v)?),
                 "interruptible" => rule.interruptible = Some(at.boolean(v)?),
                 _ => {}
             }
