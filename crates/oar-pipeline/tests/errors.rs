@@ -22,7 +22,14 @@ fn error_of(files: &[(&str, &str)]) -> String {
     }
 }
 
-const CASES: &[(&str, &[(&str, &str)], &str)] = &[
+/// A case: its name, the files (path, text), the exact error.
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+const CASES: &[Case] = &[
     (
         "bad yaml",
         &[(".gitlab-ci.yml", "job:\n  script: [a\n")],
