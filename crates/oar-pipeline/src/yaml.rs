@@ -115,6 +115,8 @@ impl fmt::Display for Value {
 
 /// At most this many nodes per file, counting alias copies (a guard against alias bombs).
 const NODE_BUDGET: usize = 1_000_000;
+/// At most this nesting depth (the tree is walked recursively later).
+const MAX_DEPTH: usize = 256;
 
 /// Parses every document of `text`; an empty stream gives no documents.
 pub fn parse_documents(text: &str, file: &str) -> Result<Vec<Node>> {
@@ -178,6 +180,12 @@ impl Builder {
     }
 
     fn spend(&mut self, n: usize, loc: &Location) -> Result<()> {
+        if self.stack.len() > MAX_DEPTH {
+            return Err(self.err(
+                loc,
+                format!("values nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
         if n > self.budget {
             return Err(self.err(
                 loc,
@@ -502,6 +510,13 @@ mod tests {
         assert_eq!(e.to_string(), "t.yml:2: invalid YAML: duplicate key \"a\"");
         let e = parse_documents("a: !foo 1\n", "t.yml").unwrap_err();
         assert_eq!(e.to_string(), "t.yml:1: invalid YAML: unknown tag !foo");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = format!("a: {}1{}\n", "[".repeat(300), "]".repeat(300));
+        let e = parse_documents(&text, "t.yml").unwrap_err();
+        assert!(e.to_string().starts_with("t.yml:1: invalid YAML:"), "{e}");
     }
 
     #[test]
