@@ -277,7 +277,8 @@ impl StageRunner for PodRunner {
             *guard = Some(self.open_channel()?);
         }
         drop(guard);
-        self.local.prepare(ctx, log).await
+        // The helper's own stages run through a shell runner; the job's executor is this one.
+        self.local.prepare_dirs(ctx).await
     }
 
     async fn run(

@@ -94,9 +94,11 @@ fn signal_group(pgid: i32, sig: Signal) {
     let _ = killpg(Pid::from_raw(pgid), sig);
 }
 
-impl StageRunner for ShellRunner {
-    async fn prepare(&self, ctx: &JobContext, log: &TraceLog) -> Result<(), JobError> {
-        log.write(format!("Using Shell ({}) executor...\n", self.shell.name()).as_bytes());
+impl ShellRunner {
+    /// Creates the job's directories (builds, tmp, cache): [`StageRunner::prepare`] without
+    /// announcing the shell executor, for a runner that runs its own stages through this one
+    /// (the Kubernetes helper's local stages).
+    pub async fn prepare_dirs(&self, ctx: &JobContext) -> Result<(), JobError> {
         for dir in [
             &ctx.layout.builds_dir,
             &ctx.layout.tmp_dir,
@@ -107,6 +109,13 @@ impl StageRunner for ShellRunner {
                 .map_err(|e| io_err(&format!("cannot create {dir}"), e))?;
         }
         Ok(())
+    }
+}
+
+impl StageRunner for ShellRunner {
+    async fn prepare(&self, ctx: &JobContext, log: &TraceLog) -> Result<(), JobError> {
+        log.write(format!("Using Shell ({}) executor...\n", self.shell.name()).as_bytes());
+        self.prepare_dirs(ctx).await
     }
 
     async fn run(

@@ -758,6 +758,11 @@ async fn a_glrt_install_verifies_gets_ready_runs_a_full_job_and_uninstalls_clean
     assert_eq!(job.state, JobState::Success, "{trace}");
     assert!(job.checksum_matches, "{trace}");
     assert!(trace.contains("service as web: ok"), "{trace}");
+    // The job's executor is Kubernetes; the helper's own stages do not announce another one.
+    assert!(
+        trace.contains("Using the Kubernetes executor") && !trace.contains("Using Shell"),
+        "{trace}"
+    );
     assert!(trace.contains("hello from the repo"), "{trace}");
     assert_eq!(job.artifacts.len(), 1, "{trace}");
     let keys = s3.object_keys();
