@@ -77,6 +77,42 @@ pub enum Command {
     Run(RunArgs),
     /// Run jobs of a single runner without a config file (or one runner from it).
     RunSingle(Box<RunSingleArgs>),
+    /// Plan a repository's .gitlab-ci.yml locally, as GitLab would for a push of the
+    /// checked-out commit (with uncommitted changes): `--list` shows the jobs by stage and why
+    /// any is skipped, `--preview` the merged YAML. Running the jobs is not built yet. Exit
+    /// status 2 for an invalid pipeline.
+    Exec(Box<ExecArgs>),
+}
+
+/// `oar exec` flags.
+#[derive(Debug, Args, Clone)]
+pub struct ExecArgs {
+    /// Jobs to run (with what they need); all when none is named.
+    pub jobs: Vec<String>,
+    /// The pipeline file, relative to the repository's root.
+    #[arg(long = "file", default_value = ".gitlab-ci.yml")]
+    pub file: PathBuf,
+    /// The checkout (default: the current directory).
+    #[arg(short = 'C', long = "directory")]
+    pub directory: Option<PathBuf>,
+    /// Show the jobs by stage, what each needs, and why any is skipped.
+    #[arg(long)]
+    pub list: bool,
+    /// Show the merged YAML after include, extends and !reference.
+    #[arg(long)]
+    pub preview: bool,
+    /// A variable of highest precedence, as a pipeline variable in GitLab (repeatable).
+    #[arg(long = "variable", value_name = "KEY=VALUE")]
+    pub variable: Vec<String>,
+    /// A file of KEY=VALUE lines (# comments, `export` allowed), read before --variable.
+    #[arg(long = "variables-file", value_name = "FILE")]
+    pub variables_file: Vec<PathBuf>,
+    /// Run this manual job (repeatable).
+    #[arg(long = "manual", value_name = "JOB")]
+    pub manual: Vec<String>,
+    /// Machine-readable output (with --list: the plan as JSON).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// GitLab connection flags.

@@ -3,6 +3,7 @@
 mod cache;
 mod cli;
 mod commands;
+mod exec;
 mod http;
 mod job;
 mod kube_job;
@@ -55,8 +56,9 @@ fn init_logging(cli: &Cli, metrics: &metrics::Metrics) {
     }
 }
 
-async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<()> {
-    match cli.command {
+async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<ExitCode> {
+    let done = match cli.command {
+        Command::Exec(a) => return exec::exec(*a).await,
         Command::Register(a) => commands::register(*a).await,
         Command::Verify(a) => commands::verify(a).await,
         Command::Unregister(a) => commands::unregister(a).await,
@@ -102,7 +104,8 @@ async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<()> {
             server_stop.cancel();
             result
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli, metrics)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()

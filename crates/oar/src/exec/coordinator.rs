@@ -1,0 +1,1 @@
+//! The local coordinator of `oar exec` (being written).

@@ -1,0 +1,345 @@
+//! What `oar exec` learns from the local checkout: the repository's root, the predefined
+//! variables GitLab would set for a push of the checked-out commit, the files that exist (for
+//! `exists`) and the files changed against the default branch (for `changes`).
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+
+/// The local checkout.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    /// The work tree's root.
+    pub root: PathBuf,
+    /// `HEAD`'s commit.
+    pub sha: String,
+    /// The branch checked out, or `None` when `HEAD` is detached.
+    pub branch: Option<String>,
+    /// The tag `HEAD` is exactly at, when detached on one.
+    pub tag: Option<String>,
+    /// The default branch (`origin/HEAD`, else `init.defaultBranch`, else `main`).
+    pub default_branch: String,
+    /// `namespace/name`, from the `origin` remote's URL (else `local/<directory name>`).
+    pub project_path: String,
+    /// The commit's subject line and full message.
+    pub title: String,
+    /// The whole commit message.
+    pub message: String,
+}
+
+/// Runs `git ARGS` in `dir`; its trimmed stdout, or `None` when git says no.
+async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<Option<String>> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .await
+        .context("cannot run git (is it installed?)")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string(),
+    ))
+}
+
+/// `namespace/name` of a remote URL (`https://host/a/b.git`, `git@host:a/b.git`,
+/// `ssh://git@host:22/a/b`), or `None` when it has no such path.
+pub fn project_path_of_remote(url: &str) -> Option<String> {
+    let url = url.trim();
+    // A remote on this machine has no GitLab project path.
+    if url.starts_with('/') || url.starts_with('.') || url.starts_with("file://") {
+        return None;
+    }
+    let path = if let Some((_, rest)) = url.split_once("://") {
+        // scheme://[user@]host[:port]/path
+        rest.split_once('/').map(|(_, p)| p)?
+    } else if let Some((_, rest)) = url.split_once(':') {
+        // scp-like: [user@]host:path
+        rest
+    } else {
+        url
+    };
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    (segments.len() >= 2).then(|| segments.join("/"))
+}
+
+impl Checkout {
+    /// The checkout that contains `dir`.
+    pub async fn discover(dir: &Path) -> anyhow::Result<Checkout> {
+        let Some(root) = git(dir, &["rev-parse", "--show-toplevel"]).await? else {
+            bail!(
+                "{} is not inside a git repository: `oar exec` runs the pipeline of a checkout",
+                dir.display()
+            );
+        };
+        let root = PathBuf::from(root);
+        let Some(sha) = git(&root, &["rev-parse", "--verify", "-q", "HEAD"]).await? else {
+            bail!(
+                "the repository at {} has no commit yet: commit once, `oar exec` runs the checked-out commit (plus uncommitted changes)",
+                root.display()
+            );
+        };
+        let branch = git(&root, &["symbolic-ref", "--short", "-q", "HEAD"]).await?;
+        let tag = match branch {
+            Some(_) => None,
+            None => git(&root, &["describe", "--tags", "--exact-match", "HEAD"]).await?,
+        };
+        let default_branch = match git(
+            &root,
+            &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"],
+        )
+        .await?
+        {
+            Some(b) => b.strip_prefix("origin/").unwrap_or(&b).to_string(),
+            None => git(&root, &["config", "init.defaultBranch"])
+                .await?
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| "main".into()),
+        };
+        let remote = git(&root, &["remote", "get-url", "origin"]).await?;
+        let dir_name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "project".into());
+        let project_path = remote
+            .as_deref()
+            .and_then(project_path_of_remote)
+            .unwrap_or_else(|| format!("local/{dir_name}"));
+        let message = git(&root, &["log", "-1", "--format=%B", "HEAD"])
+            .await?
+            .unwrap_or_default();
+        let title = message.lines().next().unwrap_or_default().to_string();
+        Ok(Checkout {
+            root,
+            sha,
+            branch,
+            tag,
+            default_branch,
+            project_path,
+            title,
+            message,
+        })
+    }
+
+    /// The ref the pipeline is for: the branch, else the tag, else the commit.
+    pub fn ref_name(&self) -> &str {
+        self.branch
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or(&self.sha)
+    }
+
+    /// The predefined variables of a push pipeline of this checkout, as GitLab names them.
+    pub fn predefined(&self, pipeline_id: u64) -> Vec<(String, String)> {
+        let (namespace, name) = self
+            .project_path
+            .rsplit_once('/')
+            .unwrap_or(("local", &self.project_path));
+        let mut vars = vec![
+            ("CI", "true".to_string()),
+            ("GITLAB_CI", "true".to_string()),
+            ("CI_PIPELINE_SOURCE", "push".to_string()),
+            ("CI_PIPELINE_ID", pipeline_id.to_string()),
+            ("CI_PIPELINE_IID", pipeline_id.to_string()),
+            ("CI_COMMIT_SHA", self.sha.clone()),
+            (
+                "CI_COMMIT_SHORT_SHA",
+                self.sha.chars().take(8).collect::<String>(),
+            ),
+            ("CI_COMMIT_REF_NAME", self.ref_name().to_string()),
+            ("CI_COMMIT_REF_SLUG", ref_slug(self.ref_name())),
+            ("CI_COMMIT_TITLE", self.title.clone()),
+            ("CI_COMMIT_MESSAGE", self.message.clone()),
+            ("CI_DEFAULT_BRANCH", self.default_branch.clone()),
+            ("CI_PROJECT_PATH", self.project_path.clone()),
+            ("CI_PROJECT_PATH_SLUG", ref_slug(&self.project_path)),
+            ("CI_PROJECT_NAME", name.to_string()),
+            ("CI_PROJECT_NAMESPACE", namespace.to_string()),
+        ];
+        if let Some(b) = &self.branch {
+            vars.push(("CI_COMMIT_BRANCH", b.clone()));
+        }
+        if let Some(t) = &self.tag {
+            vars.push(("CI_COMMIT_TAG", t.clone()));
+        }
+        vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// The repository's files as `exists` sees them: tracked ones and untracked ones that git
+    /// does not ignore (what a commit of the work tree would hold).
+    pub async fn files(&self) -> anyhow::Result<Vec<String>> {
+        let out = git(
+            &self.root,
+            &[
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+        )
+        .await?
+        .context("git ls-files failed")?;
+        let mut files: Vec<String> = out
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+
+    /// The files changed against the default branch (from where this commit left it) plus the
+    /// uncommitted ones, for `changes`; `None` when the default branch is unknown here, which
+    /// makes every `changes` true, as GitLab does for a push with no diff to compare to.
+    pub async fn changed_files(&self) -> anyhow::Result<Option<Vec<String>>> {
+        let Some(base) = git(&self.root, &["merge-base", &self.default_branch, "HEAD"]).await?
+        else {
+            return Ok(None);
+        };
+        let mut files: Vec<String> = git(&self.root, &["diff", "--name-only", "-z", &base])
+            .await?
+            .unwrap_or_default()
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        let untracked = git(
+            &self.root,
+            &["ls-files", "-z", "--others", "--exclude-standard"],
+        )
+        .await?
+        .unwrap_or_default();
+        files.extend(
+            untracked
+                .split('\0')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string),
+        );
+        files.sort();
+        files.dedup();
+        Ok(Some(files))
+    }
+}
+
+/// GitLab's `*_SLUG`: lower case, every run of characters outside `a-z0-9` a single `-`, at
+/// most 63 characters, no leading or trailing `-`.
+pub fn ref_slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out: String = out.trim_matches('-').chars().take(63).collect();
+    out.trim_end_matches('-').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_paths_come_from_every_remote_url_form() {
+        for (url, want) in [
+            (
+                "https://gitlab.example.com/acme/widget.git",
+                Some("acme/widget"),
+            ),
+            (
+                "https://gitlab.example.com/acme/sub/widget",
+                Some("acme/sub/widget"),
+            ),
+            (
+                "git@gitlab.example.com:acme/widget.git",
+                Some("acme/widget"),
+            ),
+            (
+                "ssh://git@gitlab.example.com:2222/acme/widget.git",
+                Some("acme/widget"),
+            ),
+            ("/srv/git/widget.git", None),
+            ("file:///srv/git/acme/widget.git", None),
+            ("https://gitlab.example.com/widget.git", None),
+        ] {
+            assert_eq!(project_path_of_remote(url).as_deref(), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn slugs_are_gitlabs() {
+        assert_eq!(ref_slug("feature/Add_Thing"), "feature-add-thing");
+        assert_eq!(ref_slug("--v1.2--"), "v1-2");
+        assert_eq!(ref_slug(&"a".repeat(70)).len(), 63);
+    }
+
+    async fn sh(dir: &Path, script: &str) {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "{script}");
+    }
+
+    #[tokio::test]
+    async fn a_checkout_gives_the_push_variables_files_and_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        sh(
+            d,
+            "git init -q -b main . && git remote add origin git@gitlab.example.com:acme/widget.git \
+             && echo a > a.txt && git add a.txt && git commit -qm 'first line\n\nbody' \
+             && git checkout -qb feature/x && echo b > b.txt && git add b.txt && git commit -qm second \
+             && echo c > c.txt && echo ignored > .gitignore.txt && printf 'c.txt\n' > .gitignore \
+             && echo d > d.txt",
+        )
+        .await;
+        let c = Checkout::discover(d).await.unwrap();
+        assert_eq!(c.branch.as_deref(), Some("feature/x"));
+        assert_eq!(c.project_path, "acme/widget");
+        assert_eq!(c.default_branch, "main");
+        assert_eq!(c.title, "second");
+        let vars: std::collections::HashMap<_, _> = c.predefined(7).into_iter().collect();
+        assert_eq!(vars["CI_COMMIT_BRANCH"], "feature/x");
+        assert_eq!(vars["CI_COMMIT_REF_SLUG"], "feature-x");
+        assert_eq!(vars["CI_PROJECT_NAME"], "widget");
+        assert_eq!(vars["CI_PROJECT_NAMESPACE"], "acme");
+        assert_eq!(vars["CI_PIPELINE_ID"], "7");
+        assert_eq!(vars["CI_COMMIT_SHA"].len(), 40);
+        let files = c.files().await.unwrap();
+        assert!(files.contains(&"d.txt".to_string()), "{files:?}");
+        assert!(!files.contains(&"c.txt".to_string()), "ignored: {files:?}");
+        let changed = c.changed_files().await.unwrap().unwrap();
+        assert!(changed.contains(&"b.txt".to_string()), "{changed:?}");
+        assert!(changed.contains(&"d.txt".to_string()), "{changed:?}");
+        assert!(!changed.contains(&"a.txt".to_string()), "{changed:?}");
+    }
+
+    #[tokio::test]
+    async fn outside_a_repository_or_before_a_commit_the_error_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Checkout::discover(dir.path()).await.unwrap_err();
+        assert!(
+            format!("{e}").contains("not inside a git repository"),
+            "{e}"
+        );
+        sh(dir.path(), "git init -q .").await;
+        let e = Checkout::discover(dir.path()).await.unwrap_err();
+        assert!(format!("{e}").contains("no commit yet"), "{e}");
+    }
+}
