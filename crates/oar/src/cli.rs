@@ -77,10 +77,12 @@ pub enum Command {
     Run(RunArgs),
     /// Run jobs of a single runner without a config file (or one runner from it).
     RunSingle(Box<RunSingleArgs>),
-    /// Plan a repository's .gitlab-ci.yml locally, as GitLab would for a push of the
-    /// checked-out commit (with uncommitted changes): `--list` shows the jobs by stage and why
-    /// any is skipped, `--preview` the merged YAML. Running the jobs is not built yet. Exit
-    /// status 2 for an invalid pipeline.
+    /// Run a repository's .gitlab-ci.yml locally, planned as GitLab would plan a push of the
+    /// checked-out commit. Each job runs (shell executor) on a snapshot of the work tree: the
+    /// commit plus uncommitted changes and untracked files git does not ignore; jobs see each
+    /// other's files only through artifacts (kept under .oar/). `--list` shows the jobs by
+    /// stage and why any is skipped, `--preview` the merged YAML. Exit status 0 when the
+    /// pipeline passes, 1 when it fails, 2 for an invalid pipeline.
     Exec(Box<ExecArgs>),
 }
 
@@ -110,9 +112,12 @@ pub struct ExecArgs {
     /// Run this manual job (repeatable).
     #[arg(long = "manual", value_name = "JOB")]
     pub manual: Vec<String>,
-    /// Machine-readable output (with --list: the plan as JSON).
+    /// Machine-readable output (with --list: the plan; else the results, as JSON).
     #[arg(long)]
     pub json: bool,
+    /// Jobs at once (default: the number of CPUs).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
 }
 
 /// GitLab connection flags.

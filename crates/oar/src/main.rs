@@ -34,7 +34,11 @@ fn init_logging(cli: &Cli, metrics: &metrics::Metrics) {
             Some(Level::Debug) => "debug",
             Some(Level::Warn) => "warn",
             Some(Level::Error | Level::Fatal | Level::Panic) => "error",
-            Some(Level::Info) | None => "info",
+            Some(Level::Info) => "info",
+            // `oar exec` talks to a person through the jobs' output and its summary; the
+            // runner's own log shows only what goes wrong, unless asked for.
+            None if matches!(cli.command, Command::Exec(_)) => "warn",
+            None => "info",
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("OAR_LOG")
@@ -58,7 +62,7 @@ fn init_logging(cli: &Cli, metrics: &metrics::Metrics) {
 
 async fn run(cli: Cli, metrics: metrics::Metrics) -> anyhow::Result<ExitCode> {
     let done = match cli.command {
-        Command::Exec(a) => return exec::exec(*a).await,
+        Command::Exec(a) => return exec::exec(*a, metrics).await,
         Command::Register(a) => commands::register(*a).await,
         Command::Verify(a) => commands::verify(a).await,
         Command::Unregister(a) => commands::unregister(a).await,

@@ -259,3 +259,137 @@ async fn an_invalid_pipeline_names_file_and_line_and_exits_2() {
         stderr(&out)
     );
 }
+
+/// Copies `examples/pipeline` into a fresh checkout of its own.
+fn example_checkout(dir: &Path) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline");
+    let mut files = Vec::new();
+    for entry in ["README.md", ".gitlab-ci.yml", "src/build.sh"] {
+        files.push((entry, std::fs::read_to_string(example.join(entry)).unwrap()));
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    checkout(dir, "main", &refs);
+}
+
+/// The example pipeline runs end to end with the shell executor: artifacts reach the later
+/// jobs, the dotenv report sets a variable, the matrix runs twice, the allowed failure keeps
+/// the pipeline green, the rule leaves `docs` out, and the cache counts the runs.
+#[tokio::test]
+async fn the_example_pipeline_runs_and_passes() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    example_checkout(dir.path());
+    let out = exec(&f, dir.path(), &["--concurrency", "2"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    for line in [
+        "build | hello from the pipeline (build number 1 on this machine)",
+        "test: [unit] | running the unit tests against hello from the pipeline",
+        "test: [integration] | running the integration tests against hello",
+        "package | flavour from the dotenv report of build: release",
+        "package | greeting.txt",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    let summary = text.rsplit("\njob ").next().unwrap_or_default();
+    for (job, status) in [
+        ("build", "success"),
+        ("test: [unit]", "success"),
+        ("test: [integration]", "success"),
+        ("lint", "failed (allowed)"),
+        ("package", "success"),
+        ("docs", "skipped: rules: no rule matched"),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with(job) && l.trim_end().ends_with(status)),
+            "{job}: {status} not in the summary:\n{summary}"
+        );
+    }
+    assert!(text.trim_end().ends_with("Pipeline passed"), "{text}");
+    // The work tree is as it was: .oar/ ignores itself.
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+
+    // Again, with an uncommitted change and the rule's variable: the cache survived, the
+    // jobs see the change, and docs runs.
+    std::fs::write(
+        dir.path().join("src/build.sh"),
+        std::fs::read_to_string(dir.path().join("src/build.sh"))
+            .unwrap()
+            .replace("$GREETING", "$GREETING, changed"),
+    )
+    .unwrap();
+    let out = exec(&f, dir.path(), &["--variable", "BUILD_DOCS=yes", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("hello from the pipeline, changed (build number 2 on this machine)"),
+        "{text}"
+    );
+    let results: Value = serde_json::from_str(text.lines().last().unwrap()).expect("JSON last");
+    assert_eq!(results["passed"], true);
+    let docs = results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "docs")
+        .cloned()
+        .unwrap();
+    assert_eq!(docs["status"], "success", "{results}");
+}
+
+/// A failing job fails the pipeline (exit status 1), its log says why, and the jobs after it
+/// do not run; `when: on_failure` and `when: always` jobs do.
+#[tokio::test]
+async fn a_failing_job_fails_the_pipeline() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    checkout(
+        dir.path(),
+        "main",
+        &[(
+            ".gitlab-ci.yml",
+            r#"
+stages: [build, test]
+build:
+  stage: build
+  script:
+    - echo "about to fail"
+    - exit 4
+test:
+  stage: test
+  script: [echo "must not run"]
+report:
+  stage: test
+  when: on_failure
+  script:
+    - echo "the build failed, reporting"
+cleanup:
+  stage: test
+  when: always
+  script: [echo "cleaning up"]
+"#,
+        )],
+    );
+    let out = exec(&f, dir.path(), &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(text.contains("build | about to fail"), "{text}");
+    assert!(
+        text.contains("exit status 4") || text.contains("exit code 4"),
+        "{text}"
+    );
+    assert!(!text.contains("must not run"), "{text}");
+    assert!(
+        text.contains("report | the build failed, reporting"),
+        "{text}"
+    );
+    assert!(text.contains("cleanup | cleaning up"), "{text}");
+    assert!(text.trim_end().ends_with("Pipeline failed"), "{text}");
+}

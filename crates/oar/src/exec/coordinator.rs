@@ -21,7 +21,9 @@
 //! Only tokens of registered jobs are accepted, and only while the job has not finished, as
 //! GitLab does: no token is 401, a wrong one 403. Tokens are never logged and `Debug` redacts
 //! them.
-#![allow(dead_code)] // used by `oar exec` (in progress)
+// Cancel, the watch's accessors and the bound address serve what `oar exec` does not do yet
+// (Ctrl-C cancelling running jobs, the Kubernetes executor's pods).
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fmt;

@@ -8,8 +8,14 @@ use std::path::{Path, PathBuf};
 /// The local checkout.
 #[derive(Debug, Clone)]
 pub struct Checkout {
-    /// The work tree's root.
+    /// The project's root: the work tree's root, or the subdirectory `oar exec` was pointed at
+    /// when that directory holds the pipeline file itself (a project inside a repository, such
+    /// as `examples/pipeline` in Oar's own).
     pub root: PathBuf,
+    /// The git work tree's root.
+    pub git_root: PathBuf,
+    /// The project's path inside the work tree (`examples/pipeline/`), empty at the root.
+    pub prefix: String,
     /// `HEAD`'s commit.
     pub sha: String,
     /// The branch checked out, or `None` when `HEAD` is detached.
@@ -69,19 +75,28 @@ pub fn project_path_of_remote(url: &str) -> Option<String> {
 }
 
 impl Checkout {
-    /// The checkout that contains `dir`.
-    pub async fn discover(dir: &Path) -> anyhow::Result<Checkout> {
-        let Some(root) = git(dir, &["rev-parse", "--show-toplevel"]).await? else {
+    /// The checkout that contains `dir`; its project is `dir` itself when `dir` is a
+    /// subdirectory holding `pipeline_file`, else the work tree's root.
+    pub async fn discover(dir: &Path, pipeline_file: &Path) -> anyhow::Result<Checkout> {
+        let Some(git_root) = git(dir, &["rev-parse", "--show-toplevel"]).await? else {
             bail!(
                 "{} is not inside a git repository: `oar exec` runs the pipeline of a checkout",
                 dir.display()
             );
         };
-        let root = PathBuf::from(root);
-        let Some(sha) = git(&root, &["rev-parse", "--verify", "-q", "HEAD"]).await? else {
+        let git_root = PathBuf::from(git_root);
+        let inside = git(dir, &["rev-parse", "--show-prefix"])
+            .await?
+            .unwrap_or_default();
+        let (root, prefix) = if !inside.is_empty() && dir.join(pipeline_file).is_file() {
+            (git_root.join(&inside), inside)
+        } else {
+            (git_root.clone(), String::new())
+        };
+        let Some(sha) = git(&git_root, &["rev-parse", "--verify", "-q", "HEAD"]).await? else {
             bail!(
                 "the repository at {} has no commit yet: commit once, `oar exec` runs the checked-out commit (plus uncommitted changes)",
-                root.display()
+                git_root.display()
             );
         };
         let branch = git(&root, &["symbolic-ref", "--short", "-q", "HEAD"]).await?;
@@ -106,16 +121,24 @@ impl Checkout {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "project".into());
-        let project_path = remote
-            .as_deref()
-            .and_then(project_path_of_remote)
-            .unwrap_or_else(|| format!("local/{dir_name}"));
+        let project_path = match remote.as_deref().and_then(project_path_of_remote) {
+            // A project inside the repository: named after its directory, in the repository's
+            // namespace.
+            Some(p) if !prefix.is_empty() => match p.rsplit_once('/') {
+                Some((namespace, _)) => format!("{namespace}/{dir_name}"),
+                None => format!("local/{dir_name}"),
+            },
+            Some(p) => p,
+            None => format!("local/{dir_name}"),
+        };
         let message = git(&root, &["log", "-1", "--format=%B", "HEAD"])
             .await?
             .unwrap_or_default();
         let title = message.lines().next().unwrap_or_default().to_string();
         Ok(Checkout {
             root,
+            git_root,
+            prefix,
             sha,
             branch,
             tag,
@@ -203,13 +226,16 @@ impl Checkout {
         else {
             return Ok(None);
         };
-        let mut files: Vec<String> = git(&self.root, &["diff", "--name-only", "-z", &base])
-            .await?
-            .unwrap_or_default()
-            .split('\0')
-            .filter(|f| !f.is_empty())
-            .map(str::to_string)
-            .collect();
+        let mut files: Vec<String> = git(
+            &self.root,
+            &["diff", "--name-only", "--relative", "-z", &base],
+        )
+        .await?
+        .unwrap_or_default()
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
         let untracked = git(
             &self.root,
             &["ls-files", "-z", "--others", "--exclude-standard"],
@@ -309,7 +335,9 @@ mod tests {
              && echo d > d.txt",
         )
         .await;
-        let c = Checkout::discover(d).await.unwrap();
+        let c = Checkout::discover(d, Path::new(".gitlab-ci.yml"))
+            .await
+            .unwrap();
         assert_eq!(c.branch.as_deref(), Some("feature/x"));
         assert_eq!(c.project_path, "acme/widget");
         assert_eq!(c.default_branch, "main");
@@ -333,13 +361,17 @@ mod tests {
     #[tokio::test]
     async fn outside_a_repository_or_before_a_commit_the_error_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Checkout::discover(dir.path()).await.unwrap_err();
+        let e = Checkout::discover(dir.path(), Path::new(".gitlab-ci.yml"))
+            .await
+            .unwrap_err();
         assert!(
             format!("{e}").contains("not inside a git repository"),
             "{e}"
         );
         sh(dir.path(), "git init -q .").await;
-        let e = Checkout::discover(dir.path()).await.unwrap_err();
+        let e = Checkout::discover(dir.path(), Path::new(".gitlab-ci.yml"))
+            .await
+            .unwrap_err();
         assert!(format!("{e}").contains("no commit yet"), "{e}");
     }
 }

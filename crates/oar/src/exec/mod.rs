@@ -1,12 +1,12 @@
 //! `oar exec`: a repository's `.gitlab-ci.yml`, planned as GitLab would plan a push of the
-//! checked-out commit (`oar-pipeline`), and shown (`--list`, `--preview`).
-//!
-//! Running the planned jobs through the job driver (with the local coordinator of
-//! [`coordinator`] standing in for GitLab) is issue 12's next step and not built yet: without
-//! `--list` or `--preview` the command says so and exits 2.
+//! checked-out commit (`oar-pipeline`), shown (`--list`, `--preview`) or run: every job through
+//! the same job driver as a job from GitLab, with the shell executor, against the local
+//! [`coordinator`] that stands in for GitLab (`run`).
 
 pub(crate) mod coordinator;
 pub(crate) mod git;
+pub(crate) mod payload;
+pub(crate) mod run;
 
 use crate::cli::ExecArgs;
 use anyhow::{Context as _, bail};
@@ -71,12 +71,12 @@ async fn context(checkout: &git::Checkout, args: &ExecArgs) -> anyhow::Result<Co
 }
 
 /// `oar exec`.
-pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
+pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::Result<ExitCode> {
     let dir = match &args.directory {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("no current directory")?,
     };
-    let checkout = git::Checkout::discover(&dir).await?;
+    let checkout = git::Checkout::discover(&dir, &args.file).await?;
     let ctx = context(&checkout, &args).await?;
     let source = DirSource::new(&checkout.root);
     let file = args.file.to_string_lossy().into_owned();
@@ -114,11 +114,48 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
-        "oar exec: running the pipeline's jobs is not built yet (work in progress); \
-         `oar exec --list` shows the plan and `oar exec --preview` the merged YAML"
-    );
-    Ok(ExitCode::from(EXIT_INVALID))
+    if !args.jobs.is_empty() {
+        eprintln!(
+            "oar exec: running chosen jobs (oar exec JOB...) is not built yet; `oar exec` runs the whole pipeline"
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    if !plan.workflow.created {
+        println!("No pipeline: {}", plan.workflow.reason);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
+    let options = run::RunOptions {
+        concurrency: args.concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        }),
+        color: run::color(),
+    };
+    let (results, passed) = run::run(&plan, &checkout, metrics, options).await?;
+    if args.json {
+        let jobs: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name, "stage": r.stage, "status": r.status,
+                    "duration_s": r.duration.map(|d| d.as_secs_f64()),
+                })
+            })
+            .chain(plan.skipped.iter().map(|s| {
+                serde_json::json!({"name": s.name, "stage": s.stage, "status": format!("skipped: {}", s.reason)})
+            }))
+            .collect();
+        println!("{}", serde_json::json!({"passed": passed, "jobs": jobs}));
+    } else {
+        print!("{}", run::summary(&results, &plan.skipped, passed));
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `--list`: the jobs by stage, what each waits for, and the skipped jobs with why.

@@ -1,0 +1,472 @@
+//! Running a planned pipeline: each job through the same job driver as a job from GitLab
+//! (`crate::job::run`, shell executor), talking to the local [`Coordinator`] in GitLab's
+//! place, along the plan's stages and needs, several at once.
+
+use super::coordinator::{Coordinator, CoordinatorOptions, FinalState, FinalStatus, LocalJob};
+use super::git::Checkout;
+use super::payload::{FinishedArtifacts, JobIdentity, PipelineFacts, payload};
+use crate::job::JobEnv;
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use oar_config::RunnerConfig;
+use oar_job::report::ReporterConfig;
+use oar_pipeline::{Decision, Outcome, Plan, Scheduler};
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::path::Path;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How a job of the pipeline ended, for the summary.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// The job's name.
+    pub name: String,
+    /// Its stage.
+    pub stage: String,
+    /// `success`, `failed`, `failed (allowed)`, `canceled`, `skipped: why`, `manual`, ...
+    pub status: String,
+    /// How long it ran.
+    pub duration: Option<Duration>,
+}
+
+/// What `oar exec` needs to run a plan.
+pub struct RunOptions {
+    /// Jobs at once.
+    pub concurrency: usize,
+    /// Colour and terminal niceties.
+    pub color: bool,
+}
+
+/// The work tree as a commit: `HEAD` plus uncommitted changes and untracked files that git
+/// does not ignore (never `.oar/`), under the ref `refs/oar/exec` so that the jobs can fetch
+/// it. `HEAD` itself when nothing changed.
+async fn snapshot(checkout: &Checkout, state: &Path) -> anyhow::Result<String> {
+    // A private index: the user's own index and work tree are not touched.
+    let index = state.join("snapshot.index");
+    let _ = std::fs::remove_file(&index);
+    let git = |args: &[&str]| {
+        let mut c = tokio::process::Command::new("git");
+        c.arg("-C")
+            .arg(&checkout.git_root)
+            .args(args)
+            .env("GIT_INDEX_FILE", &index)
+            .env("GIT_AUTHOR_NAME", "oar exec")
+            .env("GIT_AUTHOR_EMAIL", "oar-exec@localhost")
+            .env("GIT_COMMITTER_NAME", "oar exec")
+            .env("GIT_COMMITTER_EMAIL", "oar-exec@localhost");
+        c
+    };
+    let run = |mut c: tokio::process::Command, what: &'static str| async move {
+        let out = c.output().await.with_context(|| format!("git {what}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "git {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    run(git(&["read-tree", "HEAD"]), "read-tree").await?;
+    let oar_dir = format!(":(exclude){}.oar", checkout.prefix);
+    run(git(&["add", "-A", "--", ".", &oar_dir]), "add (snapshot)").await?;
+    let message = format!("oar exec: the work tree of {}", checkout.sha);
+    let commit = if checkout.prefix.is_empty() {
+        let tree = run(git(&["write-tree"]), "write-tree").await?;
+        let head_tree = run(git(&["rev-parse", "HEAD^{tree}"]), "rev-parse").await?;
+        if tree == head_tree {
+            checkout.sha.clone()
+        } else {
+            run(
+                git(&["commit-tree", &tree, "-p", "HEAD", "-m", &message]),
+                "commit-tree",
+            )
+            .await?
+        }
+    } else {
+        // A project inside the repository: its directory is the commit's root.
+        let prefix = format!("--prefix={}", checkout.prefix);
+        let tree = run(git(&["write-tree", &prefix]), "write-tree --prefix").await?;
+        run(git(&["commit-tree", &tree, "-m", &message]), "commit-tree").await?
+    };
+    run(git(&["update-ref", "refs/oar/exec", &commit]), "update-ref").await?;
+    Ok(commit)
+}
+
+/// The variables of a `reports:dotenv` artifact (gzip as the driver uploads it, or raw):
+/// `KEY=VALUE` lines, `#` comments and blank lines skipped, as GitLab reads them.
+fn read_dotenv(path: &Path, format: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use std::io::Read as _;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = if format == "gzip" {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_string(&mut text)
+            .context("not a gzip of UTF-8 text")?;
+        text
+    } else {
+        String::from_utf8(bytes).context("not UTF-8 text")?
+    };
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            anyhow::bail!("line {}: {line:?} is not KEY=VALUE", n + 1);
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        vars.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(vars)
+}
+
+/// A job token: 24 random letters and digits.
+fn random_token() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+/// The runner the jobs run on: the shell executor, builds and cache under `.oar/`.
+fn runner(state: &Path, url: &str) -> anyhow::Result<RunnerConfig> {
+    let text = format!(
+        "[[runners]]\nname = \"oar-exec\"\nurl = {url:?}\ntoken = \"oar-exec-local-runner\"\nexecutor = \"shell\"\nbuilds_dir = {:?}\ncache_dir = {:?}\n",
+        state.join("builds").display().to_string(),
+        state.join("cache").display().to_string(),
+    );
+    let loaded = oar_config::parse_str(&text, Path::new("<oar exec>"))?;
+    loaded
+        .config
+        .runners
+        .into_iter()
+        .next()
+        .context("no runner")
+}
+
+/// Strips ANSI escapes and GitLab's section markers from a line for a plain terminal or a
+/// file; with colour, only the section markers go.
+fn display_line(line: &str, color: bool) -> String {
+    let mut line = line.trim_end_matches('\r').to_string();
+    // `section_start:TS:NAME\r\x1b[0K` / `section_end:...`: keep what follows (the title).
+    for marker in ["section_start:", "section_end:"] {
+        while let Some(at) = line.find(marker) {
+            let rest = &line[at..];
+            let end = rest.find("\x1b[0K").map_or(rest.len(), |e| e + 4);
+            line.replace_range(at..at + end, "");
+        }
+    }
+    if color {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Prints a job's trace as it arrives, each line prefixed with the job's name.
+fn print_output(
+    name: String,
+    color: bool,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    palette: usize,
+) -> tokio::task::JoinHandle<()> {
+    const COLORS: [&str; 6] = ["36", "35", "33", "32", "34", "31"];
+    let prefix = if color {
+        format!("\x1b[{}m{name}\x1b[0m │ ", COLORS[palette % COLORS.len()])
+    } else {
+        format!("{name} | ")
+    };
+    tokio::spawn(async move {
+        let mut pending: Vec<u8> = Vec::new();
+        let emit = |bytes: &[u8], pending: &mut Vec<u8>, flush: bool| {
+            pending.extend_from_slice(bytes);
+            let mut out = String::new();
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+                let _ = writeln!(out, "{prefix}{}", display_line(&text, color));
+            }
+            if flush && !pending.is_empty() {
+                let text = String::from_utf8_lossy(pending).into_owned();
+                let _ = writeln!(out, "{prefix}{}", display_line(&text, color));
+                pending.clear();
+            }
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes());
+            let _ = stdout.flush();
+        };
+        while let Some(chunk) = rx.recv().await {
+            emit(&chunk, &mut pending, false);
+        }
+        emit(&[], &mut pending, true);
+    })
+}
+
+/// Runs the plan; the jobs' results in plan order, and whether the pipeline passed.
+pub async fn run(
+    plan: &Plan,
+    checkout: &Checkout,
+    metrics: Metrics,
+    options: RunOptions,
+) -> anyhow::Result<(Vec<JobResult>, bool)> {
+    let state = checkout.root.join(".oar");
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create {}", state.display()))?;
+    // The directory ignores itself, so it never shows in `git status` or in a snapshot.
+    std::fs::write(state.join(".gitignore"), "*\n").context("writing .oar/.gitignore")?;
+    let sha = snapshot(checkout, &state).await?;
+    let git_dir = checkout.git_root.join(".git");
+    let mut copts = CoordinatorOptions::new(state.clone());
+    copts.repo = Some(git_dir);
+    copts.project_path = checkout.project_path.clone();
+    let coordinator = Coordinator::start(copts).await?;
+    let runner = runner(&state, &coordinator.url())?;
+    let env = JobEnv {
+        client: crate::manager::client_for(&runner, crate::VERSION)?,
+        info: crate::manager::info_for(&runner, crate::VERSION, crate::REVISION),
+        system_id: "r_oarexeclocal".into(),
+        working_dir: checkout.root.clone(),
+        metrics,
+        reporter: ReporterConfig::default(),
+        iam: crate::cache::IamProviders::default(),
+        kube: None,
+    };
+    let facts = PipelineFacts {
+        server_url: coordinator.url(),
+        predefined: checkout.predefined(1),
+        sha,
+        ref_name: checkout.ref_name().to_string(),
+        ref_type: if checkout.branch.is_none() && checkout.tag.is_some() {
+            "tag".into()
+        } else {
+            "branch".into()
+        },
+        refspec: "+refs/oar/exec:refs/remotes/origin/oar-exec".into(),
+        project_path: checkout.project_path.clone(),
+        pipeline_id: 1,
+    };
+    let ids: Vec<JobIdentity> = (0..plan.jobs.len())
+        .map(|i| JobIdentity {
+            id: i64::try_from(i).unwrap_or(i64::MAX - 1) + 1,
+            token: format!("oarexec-{}", random_token()),
+        })
+        .collect();
+    let mut results: Vec<JobResult> = plan
+        .jobs
+        .iter()
+        .map(|j| JobResult {
+            name: j.name.clone(),
+            stage: j.stage.clone(),
+            status: "not run".into(),
+            duration: None,
+        })
+        .collect();
+    let mut finished: Vec<Option<FinishedArtifacts>> = vec![None; plan.jobs.len()];
+    let mut scheduler = Scheduler::new(plan);
+    let mut ready: VecDeque<(usize, Option<u64>)> = VecDeque::new();
+    let mut running: JoinSet<(usize, usize, anyhow::Result<FinalState>, Duration)> = JoinSet::new();
+    let mut free_slots: Vec<usize> = (0..options.concurrency.max(1)).rev().collect();
+    let shutdown = CancellationToken::new();
+    let mut printers = Vec::new();
+    loop {
+        for decision in scheduler.poll() {
+            match decision {
+                Decision::Run { job, delay_seconds } => ready.push_back((job, delay_seconds)),
+                Decision::Skip { job, reason } => {
+                    results[job].status = format!("skipped: {reason}")
+                }
+                Decision::Manual { job, .. } => {
+                    results[job].status = "manual: not run (--manual JOB runs it)".into();
+                }
+                Decision::Blocked { job, reason } => {
+                    results[job].status = format!("blocked: {reason}");
+                }
+            }
+        }
+        while let Some(slot) = free_slots.pop() {
+            let Some((index, delay)) = ready.pop_front() else {
+                free_slots.push(slot);
+                break;
+            };
+            let id = &ids[index];
+            let mut watch = coordinator.register_job(LocalJob {
+                id: id.id,
+                name: plan.jobs[index].name.clone(),
+                token: id.token.clone(),
+            });
+            if let Some(rx) = watch.take_output() {
+                printers.push(print_output(
+                    plan.jobs[index].name.clone(),
+                    options.color,
+                    rx,
+                    index,
+                ));
+            }
+            let Some(job) = payload(
+                plan,
+                index,
+                &ids,
+                &facts,
+                |i| finished.get(i).cloned().flatten(),
+                coordinator.repo_url(&id.token),
+            ) else {
+                anyhow::bail!("no payload for job {index}");
+            };
+            let (env, runner, shutdown) = (env.clone(), runner.clone(), shutdown.clone());
+            running.spawn(async move {
+                if let Some(secs) = delay {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                }
+                let started = Instant::now();
+                crate::job::run(&env, &runner, job, slot, shutdown).await;
+                let end = watch.finished().await;
+                (index, slot, end, started.elapsed())
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            if ready.is_empty() {
+                break;
+            }
+            continue;
+        };
+        let (index, slot, end, elapsed) = done.context("a job's task panicked")?;
+        free_slots.push(slot);
+        results[index].duration = Some(elapsed);
+        let outcome = match end {
+            Ok(end) => {
+                results[index].status = match (end.state, end.exit_code) {
+                    (FinalStatus::Success, _) => "success".into(),
+                    (FinalStatus::Canceled, _) => "canceled".into(),
+                    (FinalStatus::Failed, code) if plan.jobs[index].failure_allowed(code) => {
+                        "failed (allowed)".into()
+                    }
+                    (FinalStatus::Failed, Some(code)) => format!("failed (exit code {code})"),
+                    (FinalStatus::Failed, None) => format!(
+                        "failed ({})",
+                        end.failure_reason.as_deref().unwrap_or("unknown reason")
+                    ),
+                };
+                let archive = coordinator
+                    .artifact(ids[index].id, "archive")
+                    .map(|a| (a.file_name, i64::try_from(a.size).unwrap_or(i64::MAX)));
+                let dotenv = match coordinator.artifact(ids[index].id, "dotenv") {
+                    Some(report) => read_dotenv(&report.path, &report.format).unwrap_or_else(|e| {
+                        eprintln!(
+                            "{}: its dotenv report is ignored: {e:#}",
+                            plan.jobs[index].name
+                        );
+                        Vec::new()
+                    }),
+                    None => Vec::new(),
+                };
+                finished[index] = Some(FinishedArtifacts { archive, dotenv });
+                match end.state {
+                    FinalStatus::Success => Outcome::Success,
+                    FinalStatus::Canceled => Outcome::Canceled,
+                    FinalStatus::Failed => Outcome::Failed {
+                        exit_code: end.exit_code,
+                    },
+                }
+            }
+            Err(e) => {
+                results[index].status = format!("failed (no final state: {e:#})");
+                Outcome::Failed { exit_code: None }
+            }
+        };
+        scheduler.finish(index, outcome);
+    }
+    for p in printers {
+        let _ = p.await;
+    }
+    coordinator.shutdown().await.ok();
+    Ok((results, !scheduler.failed()))
+}
+
+/// The summary table printed after the pipeline.
+pub fn summary(
+    results: &[JobResult],
+    skipped: &[oar_pipeline::SkippedJob],
+    passed: bool,
+) -> String {
+    let width = results
+        .iter()
+        .map(|r| r.name.len())
+        .chain(skipped.iter().map(|s| s.name.len()))
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:<10}  {:>8}  status",
+        "job", "stage", "duration"
+    );
+    for r in results {
+        let duration = r
+            .duration
+            .map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<10}  {:>8}  {}",
+            r.name, r.stage, duration, r.status
+        );
+    }
+    for s in skipped {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<10}  {:>8}  skipped: {}",
+            s.name, s.stage, "-", s.reason
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPipeline {}",
+        if passed { "passed" } else { "failed" }
+    );
+    out
+}
+
+/// Whether output should be coloured: a terminal on stdout, and no `NO_COLOR`.
+pub fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_lose_section_markers_and_escapes_without_colour() {
+        let line = "section_start:1:get_sources\r\x1b[0K\x1b[36;1mGetting source\x1b[0;m";
+        assert_eq!(display_line(line, false), "Getting source");
+        assert_eq!(display_line(line, true), "\x1b[36;1mGetting source\x1b[0;m");
+        assert_eq!(display_line("section_end:1:x\r\x1b[0K", false), "");
+    }
+}
