@@ -118,6 +118,27 @@ pub struct ExecArgs {
     /// Jobs at once (default: the number of CPUs).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Where jobs run: local processes (`shell`, which ignores `image` and `services`, as
+    /// GitLab Runner's shell executor does) or a pod each on the current kubeconfig's cluster
+    /// (`kubernetes`).
+    #[arg(long, value_enum, default_value_t = ExecExecutor::Shell)]
+    pub executor: ExecExecutor,
+    /// A config.toml whose first runner's `[runners.kubernetes]` (and feature flags) the
+    /// Kubernetes executor uses; its url and token are ignored.
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// The address job pods reach this machine at (the local stand-in for GitLab listens
+    /// there). Default 127.0.0.1, which host-network pods of a local cluster reach.
+    #[arg(long = "advertise-address")]
+    pub advertise_address: Option<String>,
+}
+
+/// Executors of `oar exec`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum ExecExecutor {
+    Shell,
+    Kubernetes,
 }
 
 /// GitLab connection flags.

@@ -393,3 +393,123 @@ cleanup:
     assert!(text.contains("cleanup | cleaning up"), "{text}");
     assert!(text.trim_end().ends_with("Pipeline failed"), "{text}");
 }
+
+/// `--executor kubernetes` on the test cluster: each job in its own pod (the config's
+/// `[runners.kubernetes]`), fetching the sources and the artifacts of earlier jobs from
+/// `oar exec` over HTTP; a matrix of two with a service; a failing job fails the pipeline with
+/// its log; no pod is left.
+#[tokio::test]
+async fn the_kubernetes_executor_runs_each_job_in_a_pod() {
+    let Some((cluster, ns, f)) = common::kube::setup("oar-exec-kube").await else {
+        return;
+    };
+    common::kube::write_kube_config(&f, ns.name(), "", "");
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, port2) = (free_port(), free_port());
+    let pipeline = format!(
+        r#"
+stages: [build, test, deploy]
+build:
+  stage: build
+  script:
+    - mkdir -p out && echo "built in pod $HOSTNAME" > out/app.txt
+    - cat README.md
+  artifacts:
+    paths: [out/]
+test:
+  stage: test
+  parallel:
+    # Each its own port: the pods share the host's network, and the first one's service may
+    # still be going while the second starts.
+    matrix:
+      - SUITE: one
+        SVC_PORT: "{port}"
+      - SUITE: two
+        SVC_PORT: "{port2}"
+  services:
+    - name: {busybox}
+      alias: web
+      entrypoint: [sh, -c]
+      command: ["mkdir -p /tmp/www && echo svc-$SUITE > /tmp/www/index.html && exec httpd -f -p $SVC_PORT -h /tmp/www"]
+  script:
+    - cat out/app.txt
+    - 'for i in $(seq 1 100); do if (exec 3<>/dev/tcp/127.0.0.1/$SVC_PORT && printf "GET /index.html HTTP/1.0\r\n\r\n" >&3 && cat <&3) > /tmp/page 2>/dev/null && grep -q svc- /tmp/page; then break; fi; sleep 0.1; done'
+    - 'echo "suite $SUITE saw the service: $(grep svc- /tmp/page)"'
+deploy:
+  stage: deploy
+  script:
+    - 'echo "deploying $(cat out/app.txt)"'
+"#,
+        busybox = oar_testkit::cluster::BUSYBOX_IMAGE,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    checkout(
+        dir.path(),
+        "main",
+        &[
+            (".gitlab-ci.yml", pipeline.as_str()),
+            ("README.md", "hello from the repo\n"),
+        ],
+    );
+    let run = |extra: &'static [&'static str]| {
+        let mut c = f.oar();
+        c.env("KUBECONFIG", cluster.kubeconfig_path())
+            .arg("exec")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["--executor", "kubernetes", "--concurrency", "1", "-c"])
+            .arg(f.config_path())
+            .args(extra);
+        c
+    };
+    let out = tokio::time::timeout(common::kube::RUN_TIMEOUT, run(&[]).output())
+        .await
+        .expect("oar exec ends")
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(text.contains("build | hello from the repo"), "{text}");
+    assert!(text.contains("Using the Kubernetes executor"), "{text}");
+    assert!(
+        text.contains("test: [one, ") && text.contains("built in pod "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "test: [one, {port}] | suite one saw the service: svc-one"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "test: [two, {port2}] | suite two saw the service: svc-two"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("deploy | deploying built in pod"), "{text}");
+    assert!(text.trim_end().ends_with("Pipeline passed"), "{text}");
+    common::kube::assert_nothing_left(&ns).await;
+
+    // A failing job fails the pipeline, with its log.
+    std::fs::write(
+        dir.path().join(".gitlab-ci.yml"),
+        "build:\n  script:\n    - echo 'failing in a pod'\n    - exit 5\n",
+    )
+    .unwrap();
+    let out = tokio::time::timeout(common::kube::RUN_TIMEOUT, run(&[]).output())
+        .await
+        .expect("oar exec ends")
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(text.contains("build | failing in a pod"), "{text}");
+    assert!(text.contains("failed (exit code 5)"), "{text}");
+    common::kube::assert_nothing_left(&ns).await;
+    ns.delete().await.ok();
+}

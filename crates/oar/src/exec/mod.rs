@@ -132,6 +132,9 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         }),
         color: run::color(),
+        executor: args.executor,
+        config: args.config.clone(),
+        advertise_address: args.advertise_address.clone(),
     };
     let (results, passed) = run::run(&plan, &checkout, metrics, options).await?;
     if args.json {

@@ -5,6 +5,7 @@
 use super::coordinator::{Coordinator, CoordinatorOptions, FinalState, FinalStatus, LocalJob};
 use super::git::Checkout;
 use super::payload::{FinishedArtifacts, JobIdentity, PipelineFacts, payload};
+use crate::cli::ExecExecutor;
 use crate::job::JobEnv;
 use crate::metrics::Metrics;
 use anyhow::Context as _;
@@ -39,6 +40,12 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Colour and terminal niceties.
     pub color: bool,
+    /// Where jobs run.
+    pub executor: ExecExecutor,
+    /// `--config` (the Kubernetes executor's settings).
+    pub config: Option<std::path::PathBuf>,
+    /// `--advertise-address`: the host job pods reach the coordinator at.
+    pub advertise_address: Option<String>,
 }
 
 /// The work tree as a commit: `HEAD` plus uncommitted changes and untracked files that git
@@ -139,15 +146,44 @@ fn random_token() -> String {
         .collect()
 }
 
-/// The runner the jobs run on: the shell executor, builds and cache under `.oar/`.
-fn runner(state: &Path, url: &str) -> anyhow::Result<RunnerConfig> {
-    let text = format!(
-        "[[runners]]\nname = \"oar-exec\"\nurl = {url:?}\ntoken = \"oar-exec-local-runner\"\nexecutor = \"shell\"\nbuilds_dir = {:?}\ncache_dir = {:?}\n",
-        state.join("builds").display().to_string(),
-        state.join("cache").display().to_string(),
-    );
-    let loaded = oar_config::parse_str(&text, Path::new("<oar exec>"))?;
-    loaded
+/// The runner the jobs run on, talking to the coordinator at `url` with a token of its own
+/// (its short form names the job pods, so two `oar exec` runs never share pods). Shell: builds
+/// and cache under `.oar/`. Kubernetes: the first runner of `config` (its
+/// `[runners.kubernetes]`, feature flags and the like), or the defaults.
+fn runner(state: &Path, url: &str, options: &RunOptions) -> anyhow::Result<RunnerConfig> {
+    let token = format!("oarexec{}", random_token());
+    let mut runner = match (&options.executor, &options.config) {
+        (ExecExecutor::Kubernetes, Some(config)) => oar_config::load(config)?
+            .config
+            .runners
+            .into_iter()
+            .next()
+            .with_context(|| format!("{}: no [[runners]] table", config.display()))?,
+        (ExecExecutor::Kubernetes, None) => {
+            let text = "[[runners]]\nname = \"oar-exec\"\nurl = \"http://127.0.0.1/\"\ntoken = \"x\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\n";
+            first_runner(text)?
+        }
+        (ExecExecutor::Shell, _) => {
+            let text = format!(
+                "[[runners]]\nname = \"oar-exec\"\nurl = \"http://127.0.0.1/\"\ntoken = \"x\"\nexecutor = \"shell\"\nbuilds_dir = {:?}\ncache_dir = {:?}\n",
+                state.join("builds").display().to_string(),
+                state.join("cache").display().to_string(),
+            );
+            first_runner(&text)?
+        }
+    };
+    runner.name = "oar-exec".into();
+    runner.url = oar_config::ServerUrl::parse(url)
+        .map_err(|e| anyhow::anyhow!("the coordinator's URL {url}: {e}"))?;
+    runner.token = oar_config::SecretString::from(token);
+    if options.executor == ExecExecutor::Kubernetes {
+        runner.executor = oar_config::Executor::Kubernetes;
+    }
+    Ok(runner)
+}
+
+fn first_runner(text: &str) -> anyhow::Result<RunnerConfig> {
+    oar_config::parse_str(text, Path::new("<oar exec>"))?
         .config
         .runners
         .into_iter()
@@ -245,9 +281,15 @@ pub async fn run(
     let mut copts = CoordinatorOptions::new(state.clone());
     copts.repo = Some(git_dir);
     copts.project_path = checkout.project_path.clone();
+    if let Some(host) = &options.advertise_address {
+        // Reachable from elsewhere than this machine's loopback: every interface.
+        copts.bind = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        copts.advertise_host = Some(host.clone());
+    }
     let coordinator = Coordinator::start(copts).await?;
-    let runner = runner(&state, &coordinator.url())?;
-    let env = JobEnv {
+    let runner = runner(&state, &coordinator.url(), &options)?;
+    let shutdown = CancellationToken::new();
+    let mut env = JobEnv {
         client: crate::manager::client_for(&runner, crate::VERSION)?,
         info: crate::manager::info_for(&runner, crate::VERSION, crate::REVISION),
         system_id: "r_oarexeclocal".into(),
@@ -257,6 +299,13 @@ pub async fn run(
         iam: crate::cache::IamProviders::default(),
         kube: None,
     };
+    if runner.executor == oar_config::Executor::Kubernetes {
+        env.kube = Some(
+            crate::kube_job::connect(&runner, shutdown.clone())
+                .await
+                .context("the Kubernetes executor (the current kubeconfig's cluster)")?,
+        );
+    }
     let facts = PipelineFacts {
         server_url: coordinator.url(),
         predefined: checkout.predefined(1),
@@ -292,7 +341,6 @@ pub async fn run(
     let mut ready: VecDeque<(usize, Option<u64>)> = VecDeque::new();
     let mut running: JoinSet<(usize, usize, anyhow::Result<FinalState>, Duration)> = JoinSet::new();
     let mut free_slots: Vec<usize> = (0..options.concurrency.max(1)).rev().collect();
-    let shutdown = CancellationToken::new();
     let mut printers = Vec::new();
     loop {
         for decision in scheduler.poll() {
@@ -315,6 +363,14 @@ pub async fn run(
                 break;
             };
             let id = &ids[index];
+            if options.executor == ExecExecutor::Shell
+                && let Some(image) = &plan.jobs[index].image
+            {
+                println!(
+                    "{} | note: the shell executor runs this job on this machine; it ignores image {:?}",
+                    plan.jobs[index].name, image.name
+                );
+            }
             let mut watch = coordinator.register_job(LocalJob {
                 id: id.id,
                 name: plan.jobs[index].name.clone(),
