@@ -89,8 +89,13 @@ pub enum Command {
 /// `oar exec` flags.
 #[derive(Debug, Args, Clone)]
 pub struct ExecArgs {
-    /// Jobs to run (with what they need); all when none is named.
+    /// Jobs to run, by name (the base name of a parallel or matrix job chooses all its
+    /// instances), with what they need: their `needs`, or the jobs of earlier stages. All
+    /// when none is named.
     pub jobs: Vec<String>,
+    /// With JOB...: run just them, not what they need (whose artifacts are then missing).
+    #[arg(long = "no-needs")]
+    pub no_needs: bool,
     /// The pipeline file, relative to the repository's root.
     #[arg(long = "file", default_value = ".gitlab-ci.yml")]
     pub file: PathBuf,

@@ -513,3 +513,113 @@ deploy:
     common::kube::assert_nothing_left(&ns).await;
     ns.delete().await.ok();
 }
+
+/// `oar exec JOB...` runs those jobs and what they need; `--no-needs` just them; an unknown
+/// job is refused with the list of jobs.
+#[tokio::test]
+async fn named_jobs_run_with_what_they_need() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    example_checkout(dir.path());
+    let summary_jobs = |text: &str| -> Vec<String> {
+        let summary = text.rsplit("\njob ").next().unwrap_or_default();
+        summary
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split("  ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let out = exec(&f, dir.path(), &["test"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert_eq!(
+        summary_jobs(&text),
+        ["build", "test: [unit]", "test: [integration]"],
+        "{text}"
+    );
+    assert!(
+        text.contains("test: [unit] | running the unit tests against hello"),
+        "{text}"
+    );
+
+    let out = exec(&f, dir.path(), &["lint", "--no-needs"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert_eq!(summary_jobs(&text), ["lint"], "{text}");
+
+    let out = exec(&f, dir.path(), &["nosuchjob"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no job \"nosuchjob\"; the pipeline's jobs: build, "),
+        "{}",
+        stderr(&out)
+    );
+    let out = exec(&f, dir.path(), &["docs"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("rules: no rule matched"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Ctrl-C (SIGINT) cancels the running job as GitLab cancels one: its script stops, its
+/// after_script runs, later jobs do not start, and the pipeline fails.
+#[tokio::test]
+async fn an_interrupt_cancels_the_running_jobs() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    checkout(
+        dir.path(),
+        "main",
+        &[(
+            ".gitlab-ci.yml",
+            "stages: [a, b]\nlong:\n  stage: a\n  script:\n    - for i in $(seq 1 600); do echo tick $i; sleep 0.1; done\n  after_script:\n    - echo \"after_script with status $CI_JOB_STATUS\"\nlater:\n  stage: b\n  script: [echo must not run]\n",
+        )],
+    );
+    let mut child = f
+        .oar()
+        .arg("exec")
+        .arg("-C")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the job's output, then interrupt.
+    let stdout_pipe = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout_pipe));
+    let mut seen = String::new();
+    loop {
+        let line = tokio::time::timeout(common::JOB_WAIT, lines.next_line())
+            .await
+            .expect("the job prints")
+            .unwrap()
+            .expect("output before the end");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("long | tick 3") {
+            break;
+        }
+    }
+    common::signal(&child, nix::sys::signal::Signal::SIGINT);
+    while let Some(line) = tokio::time::timeout(common::JOB_WAIT, lines.next_line())
+        .await
+        .expect("oar exec ends")
+        .unwrap()
+    {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(!seen.contains("tick 600"), "{seen}");
+    assert!(
+        seen.contains("long | after_script with status canceled"),
+        "{seen}"
+    );
+    assert!(!seen.contains("must not run"), "{seen}");
+    assert!(seen.contains("canceled"), "{seen}");
+    assert!(seen.trim_end().ends_with("Pipeline failed"), "{seen}");
+}

@@ -114,12 +114,17 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.jobs.is_empty() {
-        eprintln!(
-            "oar exec: running chosen jobs (oar exec JOB...) is not built yet; `oar exec` runs the whole pipeline"
-        );
-        return Ok(ExitCode::from(EXIT_INVALID));
-    }
+    let selected = if args.jobs.is_empty() {
+        None
+    } else {
+        match run::select(&plan, &args.jobs, args.no_needs) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("oar exec: {e:#}");
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+        }
+    };
     if !plan.workflow.created {
         println!("No pipeline: {}", plan.workflow.reason);
         return Ok(ExitCode::SUCCESS);
@@ -135,6 +140,7 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         executor: args.executor,
         config: args.config.clone(),
         advertise_address: args.advertise_address.clone(),
+        selected,
     };
     let (results, passed) = run::run(&plan, &checkout, metrics, options).await?;
     if args.json {
@@ -146,13 +152,20 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
                     "duration_s": r.duration.map(|d| d.as_secs_f64()),
                 })
             })
+            .filter(|j| j["status"] != "not selected")
             .chain(plan.skipped.iter().map(|s| {
                 serde_json::json!({"name": s.name, "stage": s.stage, "status": format!("skipped: {}", s.reason)})
             }))
             .collect();
         println!("{}", serde_json::json!({"passed": passed, "jobs": jobs}));
     } else {
-        print!("{}", run::summary(&results, &plan.skipped, passed));
+        // With chosen jobs, the summary is about them (and what they needed) alone.
+        let skipped = if args.jobs.is_empty() {
+            plan.skipped.as_slice()
+        } else {
+            &[]
+        };
+        print!("{}", run::summary(&results, skipped, passed));
     }
     Ok(if passed {
         ExitCode::SUCCESS

@@ -46,6 +46,52 @@ pub struct RunOptions {
     pub config: Option<std::path::PathBuf>,
     /// `--advertise-address`: the host job pods reach the coordinator at.
     pub advertise_address: Option<String>,
+    /// The jobs to run (positions in the plan); `None` runs them all. The others count as
+    /// passed without running, so the chosen ones are not held back by them.
+    pub selected: Option<Vec<bool>>,
+}
+
+/// The positions of the jobs `names` choose (a name, or the base name of parallel and matrix
+/// jobs), plus, unless `no_needs`, what they need: their `needs`, or for a job without
+/// `needs` every job of the earlier stages, and so on. An unknown name is an error listing the
+/// jobs there are.
+pub fn select(plan: &Plan, names: &[String], no_needs: bool) -> anyhow::Result<Vec<bool>> {
+    let mut chosen = vec![false; plan.jobs.len()];
+    let mut todo: Vec<usize> = Vec::new();
+    for name in names {
+        let hits: Vec<usize> = plan
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| &j.name == name || &j.base_name == name)
+            .map(|(i, _)| i)
+            .collect();
+        if hits.is_empty() {
+            if let Some(s) = plan.skipped.iter().find(|s| &s.name == name) {
+                anyhow::bail!("job {name:?} is not in this pipeline: {}", s.reason);
+            }
+            let known: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
+            anyhow::bail!("no job {name:?}; the pipeline's jobs: {}", known.join(", "));
+        }
+        todo.extend(hits);
+    }
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut chosen[i], true) || no_needs {
+            continue;
+        }
+        let job = &plan.jobs[i];
+        match &job.needs {
+            Some(needs) => todo.extend(needs.iter().filter_map(|n| plan.position(&n.job))),
+            None => todo.extend(
+                plan.jobs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, j)| j.stage_index < job.stage_index)
+                    .map(|(k, _)| k),
+            ),
+        }
+    }
+    Ok(chosen)
 }
 
 /// The work tree as a commit: `HEAD` plus uncommitted changes and untracked files that git
@@ -342,9 +388,23 @@ pub async fn run(
     let mut running: JoinSet<(usize, usize, anyhow::Result<FinalState>, Duration)> = JoinSet::new();
     let mut free_slots: Vec<usize> = (0..options.concurrency.max(1)).rev().collect();
     let mut printers = Vec::new();
+    let mut signals = crate::signals::Signals::new().context("signal handlers")?;
+    let mut running_ids: Vec<i64> = Vec::new();
+    let mut stopping = false;
+    let chosen = |i: usize| options.selected.as_ref().is_none_or(|s| s[i]);
     loop {
+        let mut decided = false;
         for decision in scheduler.poll() {
+            decided = true;
             match decision {
+                Decision::Run { job, .. } if !chosen(job) => {
+                    results[job].status = "not selected".into();
+                    scheduler.finish(job, Outcome::Success);
+                }
+                Decision::Run { job, .. } if stopping => {
+                    results[job].status = "canceled: not started (interrupted)".into();
+                    scheduler.finish(job, Outcome::Canceled);
+                }
                 Decision::Run { job, delay_seconds } => ready.push_back((job, delay_seconds)),
                 Decision::Skip { job, reason } => {
                     results[job].status = format!("skipped: {reason}")
@@ -394,6 +454,7 @@ pub async fn run(
             ) else {
                 anyhow::bail!("no payload for job {index}");
             };
+            running_ids.push(id.id);
             let (env, runner, shutdown) = (env.clone(), runner.clone(), shutdown.clone());
             running.spawn(async move {
                 if let Some(secs) = delay {
@@ -405,14 +466,39 @@ pub async fn run(
                 (index, slot, end, started.elapsed())
             });
         }
-        let Some(done) = running.join_next().await else {
-            if ready.is_empty() {
+        if running.is_empty() {
+            if ready.is_empty() && !decided {
                 break;
             }
             continue;
+        }
+        let done = tokio::select! {
+            done = running.join_next() => done,
+            signal = signals.next() => {
+                if stopping {
+                    // A second signal: stop the running jobs at once.
+                    eprintln!("oar exec: {signal} again: stopping the running jobs now");
+                    shutdown.cancel();
+                } else {
+                    // The first: cancel the running jobs as GitLab does (after_script runs),
+                    // start nothing new.
+                    eprintln!("oar exec: {signal}: canceling the running jobs (again to stop them at once)");
+                    stopping = true;
+                    for (index, _) in ready.drain(..) {
+                        results[index].status = "canceled: not started (interrupted)".into();
+                        scheduler.finish(index, Outcome::Canceled);
+                    }
+                    for id in &running_ids {
+                        coordinator.cancel(*id);
+                    }
+                }
+                continue;
+            }
         };
+        let Some(done) = done else { continue };
         let (index, slot, end, elapsed) = done.context("a job's task panicked")?;
         free_slots.push(slot);
+        running_ids.retain(|id| *id != ids[index].id);
         results[index].duration = Some(elapsed);
         let outcome = match end {
             Ok(end) => {
@@ -483,7 +569,7 @@ pub fn summary(
         "\n{:<width$}  {:<10}  {:>8}  status",
         "job", "stage", "duration"
     );
-    for r in results {
+    for r in results.iter().filter(|r| r.status != "not selected") {
         let duration = r
             .duration
             .map(|d| format!("{:.1}s", d.as_secs_f64()))
