@@ -623,3 +623,52 @@ async fn an_interrupt_cancels_the_running_jobs() {
     assert!(seen.contains("canceled"), "{seen}");
     assert!(seen.trim_end().ends_with("Pipeline failed"), "{seen}");
 }
+
+/// `retry` runs a failed job again as a new job (up to `max`); `resource_group` keeps jobs
+/// of one group from running at the same time.
+#[tokio::test]
+async fn retry_and_resource_group() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    checkout(
+        dir.path(),
+        "main",
+        &[(
+            ".gitlab-ci.yml",
+            r#"
+flaky:
+  retry: 1
+  script:
+    - 'if [ -f "$MARKS/once" ]; then echo "second attempt passes"; else touch "$MARKS/once"; echo "first attempt fails"; exit 1; fi'
+deploy-a:
+  resource_group: production
+  script:
+    - echo "start a" >> "$MARKS/log"; sleep 0.5; echo "end a" >> "$MARKS/log"
+deploy-b:
+  resource_group: production
+  script:
+    - echo "start b" >> "$MARKS/log"; sleep 0.5; echo "end b" >> "$MARKS/log"
+"#,
+        )],
+    );
+    let marks_var = format!("MARKS={}", marks.path().display());
+    let out = exec(
+        &f,
+        dir.path(),
+        &["--concurrency", "3", "--variable", &marks_var],
+    )
+    .await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(text.contains("flaky | first attempt fails"), "{text}");
+    assert!(text.contains("flaky | retrying: attempt 2 of 2"), "{text}");
+    assert!(text.contains("flaky | second attempt passes"), "{text}");
+    let log = std::fs::read_to_string(marks.path().join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines == ["start a", "end a", "start b", "end b"]
+            || lines == ["start b", "end b", "start a", "end a"],
+        "the group's jobs overlapped: {lines:?}"
+    );
+}

@@ -182,6 +182,22 @@ fn read_dotenv(path: &Path, format: &str) -> anyhow::Result<Vec<(String, String)
     Ok(vars)
 }
 
+/// Whether a failed attempt of `job` is tried again: fewer than `retry:max` retries so far,
+/// and the failure is one `retry:when` (default `always`) and `retry:exit_codes` name.
+fn retry_allowed(job: &oar_pipeline::PlannedJob, done: u32, end: &FinalState) -> bool {
+    let Some(retry) = &job.retry else {
+        return false;
+    };
+    if done >= retry.max {
+        return false;
+    }
+    let reason = end.failure_reason.as_deref().unwrap_or("unknown_failure");
+    let when_ok = retry.when.is_empty() || retry.when.iter().any(|w| w == "always" || w == reason);
+    let code_ok =
+        retry.exit_codes.is_empty() || end.exit_code.is_some_and(|c| retry.exit_codes.contains(&c));
+    when_ok && code_ok
+}
+
 /// A job token: 24 random letters and digits.
 fn random_token() -> String {
     use rand::Rng;
@@ -366,12 +382,18 @@ pub async fn run(
         project_path: checkout.project_path.clone(),
         pipeline_id: 1,
     };
-    let ids: Vec<JobIdentity> = (0..plan.jobs.len())
+    let mut ids: Vec<JobIdentity> = (0..plan.jobs.len())
         .map(|i| JobIdentity {
             id: i64::try_from(i).unwrap_or(i64::MAX - 1) + 1,
             token: format!("oarexec-{}", random_token()),
         })
         .collect();
+    // A retried job is a new job in GitLab: a new id and token. Ids past the plan's go to
+    // retries.
+    let mut next_id = i64::try_from(plan.jobs.len()).unwrap_or(i64::MAX - 1) + 1;
+    let mut attempts: Vec<u32> = vec![0; plan.jobs.len()];
+    // `resource_group`s held by running jobs: a job waits while another of its group runs.
+    let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut results: Vec<JobResult> = plan
         .jobs
         .iter()
@@ -418,10 +440,19 @@ pub async fn run(
             }
         }
         while let Some(slot) = free_slots.pop() {
-            let Some((index, delay)) = ready.pop_front() else {
+            let free = ready.iter().position(|(i, _)| {
+                plan.jobs[*i]
+                    .resource_group
+                    .as_ref()
+                    .is_none_or(|g| !held.contains(g))
+            });
+            let Some((index, delay)) = free.and_then(|at| ready.remove(at)) else {
                 free_slots.push(slot);
                 break;
             };
+            if let Some(group) = &plan.jobs[index].resource_group {
+                held.insert(group.clone());
+            }
             let id = &ids[index];
             if options.executor == ExecExecutor::Shell
                 && let Some(image) = &plan.jobs[index].image
@@ -499,6 +530,29 @@ pub async fn run(
         let (index, slot, end, elapsed) = done.context("a job's task panicked")?;
         free_slots.push(slot);
         running_ids.retain(|id| *id != ids[index].id);
+        if let Some(group) = &plan.jobs[index].resource_group {
+            held.remove(group);
+        }
+        if let Ok(end) = &end
+            && end.state == FinalStatus::Failed
+            && !stopping
+            && retry_allowed(&plan.jobs[index], attempts[index], end)
+        {
+            attempts[index] += 1;
+            println!(
+                "{} | retrying: attempt {} of {} (retry)",
+                plan.jobs[index].name,
+                attempts[index] + 1,
+                plan.jobs[index].retry.as_ref().map_or(1, |r| r.max + 1)
+            );
+            ids[index] = JobIdentity {
+                id: next_id,
+                token: format!("oarexec-{}", random_token()),
+            };
+            next_id += 1;
+            ready.push_front((index, None));
+            continue;
+        }
         results[index].duration = Some(elapsed);
         let outcome = match end {
             Ok(end) => {
