@@ -3,26 +3,59 @@
 
 use indexmap::IndexMap;
 
-/// Expands `$NAME` and `${NAME}` from `vars`; unknown variables become empty, `$$` is a `$`.
-pub fn expand(text: &str, vars: &IndexMap<String, String>) -> String {
-    expand_depth(text, vars, 0)
-}
+/// Expansion results are cut at this many bytes: values that refer to each other can
+/// otherwise grow exponentially (`A: $A$A$A...`, nested eight levels deep).
+pub const MAX_EXPANDED: usize = 1 << 20;
+/// Expansion stops after reading this many bytes of text and values, even when the result
+/// stays short (values that expand to nothing, many times over).
+const MAX_WORK: usize = 16 << 20;
 
-fn expand_depth(text: &str, vars: &IndexMap<String, String>, depth: usize) -> String {
+/// Expands `$NAME` and `${NAME}` from `vars`; unknown variables become empty, `$$` is a `$`.
+/// Values are expanded again (up to eight levels); the result is cut at [`MAX_EXPANDED`]
+/// bytes.
+pub fn expand(text: &str, vars: &IndexMap<String, String>) -> String {
     if !text.contains('$') {
         return text.to_owned();
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(MAX_EXPANDED));
+    let mut work = 0;
+    expand_into(text, vars, 0, &mut out, &mut work);
+    out
+}
+
+/// Appends the expansion of `text` to `out`; false once `out` is full.
+fn expand_into(
+    text: &str,
+    vars: &IndexMap<String, String>,
+    depth: usize,
+    out: &mut String,
+    work: &mut usize,
+) -> bool {
+    *work += text.len() + 1;
+    if *work > MAX_WORK {
+        return false;
+    }
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
+    let push = |out: &mut String, c: char| {
+        if out.len() + c.len_utf8() > MAX_EXPANDED {
+            return false;
+        }
+        out.push(c);
+        true
+    };
     while i < chars.len() {
         if chars[i] != '$' {
-            out.push(chars[i]);
+            if !push(out, chars[i]) {
+                return false;
+            }
             i += 1;
             continue;
         }
         if chars.get(i + 1) == Some(&'$') {
-            out.push('$');
+            if !push(out, '$') {
+                return false;
+            }
             i += 2;
             continue;
         }
@@ -33,7 +66,9 @@ fn expand_depth(text: &str, vars: &IndexMap<String, String>, depth: usize) -> St
                     i + 3 + p,
                 ),
                 None => {
-                    out.push('$');
+                    if !push(out, '$') {
+                        return false;
+                    }
                     i += 1;
                     continue;
                 }
@@ -46,20 +81,28 @@ fn expand_depth(text: &str, vars: &IndexMap<String, String>, depth: usize) -> St
             (chars[i + 1..j].iter().collect::<String>(), j)
         };
         if name.is_empty() {
-            out.push('$');
+            if !push(out, '$') {
+                return false;
+            }
             i += 1;
             continue;
         }
         if let Some(v) = vars.get(&name) {
-            if depth < 8 {
-                out.push_str(&expand_depth(v, vars, depth + 1));
+            if depth < 8 && v.contains('$') {
+                if !expand_into(v, vars, depth + 1, out, work) {
+                    return false;
+                }
             } else {
-                out.push_str(v);
+                for c in v.chars() {
+                    if !push(out, c) {
+                        return false;
+                    }
+                }
             }
         }
         i = next;
     }
-    out
+    true
 }
 
 #[cfg(test)]
@@ -74,5 +117,21 @@ mod tests {
             .collect();
         assert_eq!(expand("$A ${B} $C $$A", &vars), "x x-y  $A");
         assert!(expand("$LOOP", &vars).len() < 100);
+    }
+
+    #[test]
+    fn exponential_values_are_cut() {
+        let vars: IndexMap<String, String> = [("A", "$A".repeat(1000))]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect();
+        assert!(expand("$A", &vars).len() <= MAX_EXPANDED);
+        // Values that expand to little: the result stays short, the work is bounded.
+        let mut empty: IndexMap<String, String> = IndexMap::new();
+        for c in b'A'..=b'J' {
+            let next = char::from(c + 1);
+            empty.insert(char::from(c).to_string(), format!("${next}").repeat(1000));
+        }
+        assert!(expand("$A", &empty).len() <= MAX_EXPANDED);
     }
 }

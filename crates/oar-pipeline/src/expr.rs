@@ -23,8 +23,10 @@ pub struct Expr {
 
 #[derive(Debug, Clone)]
 enum Node {
-    Or(Box<Node>, Box<Node>),
-    And(Box<Node>, Box<Node>),
+    // Flat lists, not left-deep pairs: a long `a && b && ...` chain must not make evaluation
+    // (or dropping the tree) recurse once per operator.
+    Or(Vec<Node>),
+    And(Vec<Node>),
     Cmp(Operand, Op, Operand),
     Bare(Operand),
 }
@@ -266,23 +268,29 @@ impl P {
     }
 
     fn or(&mut self) -> Result<Node, ExprError> {
-        let mut left = self.and()?;
+        let first = self.and()?;
+        if !matches!(self.peek(), Some(Tok::Or)) {
+            return Ok(first);
+        }
+        let mut items = vec![first];
         while matches!(self.peek(), Some(Tok::Or)) {
             self.pos += 1;
-            let right = self.and()?;
-            left = Node::Or(Box::new(left), Box::new(right));
+            items.push(self.and()?);
         }
-        Ok(left)
+        Ok(Node::Or(items))
     }
 
     fn and(&mut self) -> Result<Node, ExprError> {
-        let mut left = self.primary()?;
+        let first = self.primary()?;
+        if !matches!(self.peek(), Some(Tok::And)) {
+            return Ok(first);
+        }
+        let mut items = vec![first];
         while matches!(self.peek(), Some(Tok::And)) {
             self.pos += 1;
-            let right = self.primary()?;
-            left = Node::And(Box::new(left), Box::new(right));
+            items.push(self.primary()?);
         }
-        Ok(left)
+        Ok(Node::And(items))
     }
 
     fn primary(&mut self) -> Result<Node, ExprError> {
@@ -422,8 +430,8 @@ fn value<'a>(o: &'a Operand, vars: &'a dyn Lookup) -> Val<'a> {
 
 fn eval(n: &Node, vars: &dyn Lookup) -> bool {
     match n {
-        Node::Or(a, b) => eval(a, vars) || eval(b, vars),
-        Node::And(a, b) => eval(a, vars) && eval(b, vars),
+        Node::Or(items) => items.iter().any(|n| eval(n, vars)),
+        Node::And(items) => items.iter().all(|n| eval(n, vars)),
         Node::Bare(o) => match value(o, vars) {
             Val::Str(s) => !s.is_empty(),
             Val::Null => false,
@@ -565,5 +573,16 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let src = format!("{}$A{}", "(".repeat(10_000), ")".repeat(10_000));
         assert!(Expr::parse(&src).is_err());
+    }
+
+    #[test]
+    fn long_operator_chains_do_not_recurse_per_operator() {
+        let v = vars();
+        let and = vec!["$BRANCH"; 200_000].join(" && ");
+        assert!(Expr::parse(&and).unwrap().eval(&v));
+        let or = format!("{} || $TAG", vec!["$EMPTY"; 200_000].join(" || "));
+        assert!(Expr::parse(&or).unwrap().eval(&v));
+        let mixed = vec!["($EMPTY || $BRANCH) && $TAG"; 50_000].join(" || ");
+        assert!(Expr::parse(&mixed).unwrap().eval(&v));
     }
 }

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 
 use crate::error::{Location, PipelineError, Result};
 use crate::expand::expand;
-use crate::yaml::{Map, Node, Value};
+use crate::yaml::{Budget, Map, Node, Value};
 
 /// The declared type of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +269,7 @@ pub(crate) fn interpolate(
     node: Node,
     inputs: &IndexMap<String, Node>,
     vars: &IndexMap<String, String>,
+    budget: &Budget,
 ) -> Result<Node> {
     let loc = node.loc.clone();
     let value = match node.value {
@@ -276,33 +277,33 @@ pub(crate) fn interpolate(
             if !s.contains("$[[") {
                 Value::Str(s)
             } else {
-                interpolate_str(&s, inputs, vars, &loc)?
+                interpolate_str(&s, inputs, vars, &loc, budget)?
             }
         }
         Value::Seq(items) => Value::Seq(
             items
                 .into_iter()
-                .map(|n| interpolate(n, inputs, vars))
+                .map(|n| interpolate(n, inputs, vars, budget))
                 .collect::<Result<_>>()?,
         ),
         Value::Map(m) => {
             let mut out = Map::new();
             for (k, (kl, v)) in m {
                 let k = if k.contains("$[[") {
-                    match interpolate_str(&k, inputs, vars, &kl)? {
+                    match interpolate_str(&k, inputs, vars, &kl, budget)? {
                         Value::Str(s) => s,
                         other => other.to_string(),
                     }
                 } else {
                     k
                 };
-                out.insert(k, (kl, interpolate(v, inputs, vars)?));
+                out.insert(k, (kl, interpolate(v, inputs, vars, budget)?));
             }
             Value::Map(out)
         }
         Value::Reference(path) => Value::Reference(
             path.into_iter()
-                .map(|p| match interpolate_str(&p, inputs, vars, &loc)? {
+                .map(|p| match interpolate_str(&p, inputs, vars, &loc, budget)? {
                     Value::Str(s) => Ok(s),
                     other => Ok(other.to_string()),
                 })
@@ -318,6 +319,7 @@ fn interpolate_str(
     inputs: &IndexMap<String, Node>,
     vars: &IndexMap<String, String>,
     loc: &Location,
+    budget: &Budget,
 ) -> Result<Value> {
     let mut out = String::new();
     let mut rest = s;
@@ -334,6 +336,8 @@ fn interpolate_str(
             ));
         };
         let value = block(after[..end].trim(), inputs, vars, loc)?;
+        // Each use of an input is a copy of it.
+        budget.spend_copy(&value, loc)?;
         blocks += 1;
         let is_whole = start == 0 && after[end + 2..].is_empty() && blocks == 1;
         if is_whole {

@@ -13,6 +13,13 @@
 //! - [`Scheduler`] says which jobs can start once others finished.
 //! - [`Pipeline::preview`] is the merged YAML (`oar exec --preview`).
 //!
+//! Whatever the input, loading and planning end with a result or an error, quickly: values
+//! nest at most 256 levels deep; aliases, includes, `extends`, `!reference` and inputs may
+//! expand a pipeline to at most a million values (64 MiB of text); a plan has at most 5,000
+//! jobs (`parallel` included), 2 million variables over all jobs and 100,000 resolved
+//! `needs`; `rules:if` nests parentheses at most 64 deep and regexes are size-limited;
+//! variable expansion is cut at 1 MiB. `fuzz/` holds the cargo-fuzz targets that check this.
+//!
 //! ```
 //! use oar_pipeline::{Context, MemorySource, Pipeline};
 //!
@@ -40,6 +47,8 @@ mod context;
 mod error;
 mod expand;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzz;
 mod glob;
 mod inputs;
 mod load;
@@ -96,8 +105,11 @@ impl Pipeline {
     /// # Errors
     /// A [`PipelineError`] naming the file and line of the first problem.
     pub fn load(source: &dyn Source, path: &str, ctx: &Context) -> Result<Self> {
-        let merged = load::load_merged(source, ctx, path)?;
-        Self::from_merged(source, ctx, path, merged, 0)
+        // One budget for the pipeline and its children: copies of values are counted
+        // wherever they are made (aliases, includes, extends, `!reference`, inputs).
+        let budget = yaml::Budget::new();
+        let merged = load::load_merged(source, ctx, path, &budget)?;
+        Self::from_merged(source, ctx, path, merged, 0, &budget)
     }
 
     fn from_merged(
@@ -106,9 +118,10 @@ impl Pipeline {
         path: &str,
         mut merged: yaml::Map,
         depth: usize,
+        budget: &yaml::Budget,
     ) -> Result<Self> {
-        load::resolve_extends(&mut merged)?;
-        load::resolve_references(&mut merged)?;
+        load::resolve_extends(&mut merged, budget)?;
+        load::resolve_references(&mut merged, budget)?;
         let model = parse::model(&merged)?;
         let mut children = IndexMap::new();
         for job in model.jobs.values() {
@@ -132,6 +145,7 @@ impl Pipeline {
                         ..ctx.clone()
                     },
                     file,
+                    budget,
                 )
                 .map_err(|e| match e {
                     PipelineError::Read { path, source, .. } => PipelineError::Read {
@@ -146,7 +160,7 @@ impl Pipeline {
             let first = trigger.include.first().map_or(path, String::as_str);
             children.insert(
                 job.name.clone(),
-                Self::from_merged(source, ctx, first, child, depth + 1)?,
+                Self::from_merged(source, ctx, first, child, depth + 1, budget)?,
             );
         }
         Ok(Self {

@@ -10,7 +10,7 @@ use crate::glob::Glob;
 use crate::merge::{deep_merge, merge_nodes};
 use crate::rules::{IncludeRule, eval_exists};
 use crate::source::Source;
-use crate::yaml::{Map, Node, Value, parse_documents};
+use crate::yaml::{Budget, Map, Node, Value, parse_documents_in};
 
 /// At most this many files per pipeline, as GitLab limits includes (150).
 const MAX_INCLUDES: usize = 150;
@@ -49,17 +49,24 @@ struct Loader<'a> {
     vars: IndexMap<String, String>,
     stack: Vec<String>,
     files: usize,
+    budget: &'a Budget,
 }
 
 /// Reads `path` and everything it includes, merged into one top-level hash (before
 /// `extends` and `!reference`).
-pub(crate) fn load_merged(source: &dyn Source, ctx: &Context, path: &str) -> Result<Map> {
+pub(crate) fn load_merged(
+    source: &dyn Source,
+    ctx: &Context,
+    path: &str,
+    budget: &Budget,
+) -> Result<Map> {
     let mut l = Loader {
         source,
         ctx,
         vars: ctx.base_variables(),
         stack: Vec::new(),
         files: 0,
+        budget,
     };
     let loc = Location::new(path, 0);
     let path = normalise(path, &loc)?;
@@ -101,7 +108,7 @@ impl Loader<'_> {
                 path: path.to_owned(),
                 source,
             })?;
-        let mut docs = parse_documents(&text, path)?;
+        let mut docs = parse_documents_in(&text, path, self.budget)?;
         let (header, body) = match docs.len() {
             0 => (None, Node::new(Value::Null, Location::new(path, 1))),
             1 => (None, docs.remove(0)),
@@ -120,7 +127,7 @@ impl Loader<'_> {
         let cli = main.then_some(&self.ctx.inputs);
         let resolved = crate::inputs::resolve(header.as_ref(), inputs, from, cli)?;
         let body = match resolved {
-            Some(inputs) => crate::inputs::interpolate(body, &inputs, &self.vars)?,
+            Some(inputs) => crate::inputs::interpolate(body, &inputs, &self.vars, self.budget)?,
             None => body,
         };
         let mut own = match body.value {
@@ -329,12 +336,12 @@ fn include_items(inc: &Node) -> Result<Vec<&Node>> {
 }
 
 /// Resolves `extends` for every top-level hash.
-pub(crate) fn resolve_extends(top: &mut Map) -> Result<()> {
+pub(crate) fn resolve_extends(top: &mut Map, budget: &Budget) -> Result<()> {
     let names: Vec<String> = top.keys().cloned().collect();
     let mut done: HashMap<String, Node> = HashMap::new();
     for name in &names {
         let mut stack = Vec::new();
-        resolve_one(top, name, &mut done, &mut stack)?;
+        resolve_one(top, name, &mut done, &mut stack, budget)?;
     }
     for (name, node) in done {
         if let Some((_, slot)) = top.get_mut(&name) {
@@ -382,8 +389,10 @@ fn resolve_one(
     name: &str,
     done: &mut HashMap<String, Node>,
     stack: &mut Vec<String>,
+    budget: &Budget,
 ) -> Result<Node> {
     if let Some(n) = done.get(name) {
+        budget.spend_copy(n, &n.loc)?;
         return Ok(n.clone());
     }
     let Some((_, node)) = top.get(name) else {
@@ -396,6 +405,7 @@ fn resolve_one(
     };
     let parents = extends_list(name, node)?;
     if parents.is_empty() {
+        budget.spend_copy(node, &node.loc)?;
         return Ok(node.clone());
     }
     if stack.len() >= MAX_EXTENDS_DEPTH {
@@ -438,13 +448,14 @@ fn resolve_one(
                 ));
             }
         }
-        let resolved = resolve_one(top, parent, done, stack)?;
+        let resolved = resolve_one(top, parent, done, stack, budget)?;
         base = Some(match base {
             None => resolved,
             Some(b) => merge_nodes(b, resolved),
         });
     }
     stack.pop();
+    budget.spend_copy(node, &node.loc)?;
     let mut own = node.clone();
     if let Value::Map(m) = &mut own.value {
         m.shift_remove("extends");
@@ -456,20 +467,21 @@ fn resolve_one(
     if let Value::Map(m) = &mut merged.value {
         m.shift_remove("extends");
     }
+    budget.spend_copy(&merged, &merged.loc)?;
     done.insert(name.to_owned(), merged.clone());
     Ok(merged)
 }
 
 /// Replaces every `!reference [job, key, ...]` with what it points at.
-pub(crate) fn resolve_references(top: &mut Map) -> Result<()> {
+pub(crate) fn resolve_references(top: &mut Map, budget: &Budget) -> Result<()> {
     let snapshot = top.clone();
     for (_, (_, node)) in top.iter_mut() {
-        resolve_refs_in(node, &snapshot, 0)?;
+        resolve_refs_in(node, &snapshot, 0, budget)?;
     }
     Ok(())
 }
 
-fn resolve_refs_in(node: &mut Node, top: &Map, depth: usize) -> Result<()> {
+fn resolve_refs_in(node: &mut Node, top: &Map, depth: usize, budget: &Budget) -> Result<()> {
     match &mut node.value {
         Value::Reference(path) => {
             if depth >= MAX_REFERENCE_DEPTH {
@@ -481,7 +493,7 @@ fn resolve_refs_in(node: &mut Node, top: &Map, depth: usize) -> Result<()> {
                 ));
             }
             let path = path.clone();
-            let mut target = lookup(top, &path).ok_or_else(|| {
+            let target = lookup(top, &path).ok_or_else(|| {
                 invalid(
                     &node.loc,
                     None,
@@ -489,20 +501,22 @@ fn resolve_refs_in(node: &mut Node, top: &Map, depth: usize) -> Result<()> {
                     format!("[{}] could not be found", path.join(", ")),
                 )
             })?;
-            resolve_refs_in(&mut target, top, depth + 1)?;
+            budget.spend_copy(target, &node.loc)?;
+            let mut target = target.clone();
+            resolve_refs_in(&mut target, top, depth + 1, budget)?;
             // Keep the location of the reference itself: that is where the value is used.
             node.value = target.value;
             Ok(())
         }
         Value::Seq(items) => {
             for i in items {
-                resolve_refs_in(i, top, depth)?;
+                resolve_refs_in(i, top, depth, budget)?;
             }
             Ok(())
         }
         Value::Map(m) => {
             for (_, (_, v)) in m.iter_mut() {
-                resolve_refs_in(v, top, depth)?;
+                resolve_refs_in(v, top, depth, budget)?;
             }
             Ok(())
         }
@@ -510,11 +524,11 @@ fn resolve_refs_in(node: &mut Node, top: &Map, depth: usize) -> Result<()> {
     }
 }
 
-fn lookup(top: &Map, path: &[String]) -> Option<Node> {
+fn lookup<'m>(top: &'m Map, path: &[String]) -> Option<&'m Node> {
     let (first, rest) = path.split_first()?;
     let mut cur = &top.get(first)?.1;
     for key in rest {
         cur = &cur.as_map()?.get(key)?.1;
     }
-    Some(cur.clone())
+    Some(cur)
 }

@@ -264,6 +264,24 @@ type Expanded = (String, Option<u32>, u32, MatrixVars);
 /// A kept instance with its decision and variables.
 type Kept<'j> = (Instance<'j>, Decided, IndexMap<String, PlannedVariable>);
 
+/// At most this many jobs per pipeline, after `parallel` (a guard: the scheduler's work grows
+/// with the square of the jobs).
+pub(crate) const MAX_PLANNED_JOBS: usize = 5_000;
+/// At most this many variables over all planned jobs (global variables are copied into each).
+pub(crate) const MAX_PLANNED_VARIABLES: usize = 2_000_000;
+/// At most this many resolved `needs` over all planned jobs (a matrix need can stand for
+/// 200 jobs).
+pub(crate) const MAX_PLANNED_NEEDS: usize = 100_000;
+
+fn too_large(job: &Job, what: String) -> PipelineError {
+    PipelineError::invalid(
+        &job.loc,
+        Some(&job.name),
+        None,
+        format!("the pipeline is too large: {what}"),
+    )
+}
+
 fn expand_parallel(job: &Job) -> Vec<Expanded> {
     match &job.parallel {
         None => vec![(job.name.clone(), None, 1, Vec::new())],
@@ -476,8 +494,24 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
     let mut skipped_reason: HashMap<String, String> = HashMap::new();
     let mut inst_stage: HashMap<String, usize> = HashMap::new();
     let mut order = 0;
+    let mut planned_variables = 0usize;
     for job in m.jobs.values() {
         for (name, node_index, node_total, matrix) in expand_parallel(job) {
+            if order >= MAX_PLANNED_JOBS {
+                return Err(too_large(
+                    job,
+                    format!("more than {MAX_PLANNED_JOBS} jobs (parallel included)"),
+                ));
+            }
+            planned_variables += globals.len() + job.variables.len() + matrix.len() + 8;
+            if planned_variables > MAX_PLANNED_VARIABLES {
+                return Err(too_large(
+                    job,
+                    format!(
+                        "more than {MAX_PLANNED_VARIABLES} variables over all jobs (global variables count once per job)"
+                    ),
+                ));
+            }
             all_instances
                 .entry(job.name.as_str())
                 .or_default()
@@ -585,6 +619,7 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
 
     // Resolve needs.
     let mut needs_idx: Vec<Option<Vec<(usize, bool)>>> = Vec::with_capacity(kept.len());
+    let mut planned_needs = 0usize;
     for (inst, d, _) in &kept {
         let Some(needs) = &d.needs else {
             needs_idx.push(None);
@@ -627,6 +662,13 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
                                 "{:?} is in a later stage ({}) than this job ({})",
                                 t, kept[ti].0.job.stage, inst.job.stage
                             )));
+                        }
+                        planned_needs += 1;
+                        if planned_needs > MAX_PLANNED_NEEDS {
+                            return Err(too_large(
+                                inst.job,
+                                format!("more than {MAX_PLANNED_NEEDS} needs over all jobs"),
+                            ));
                         }
                         out.push((ti, need.artifacts));
                     }

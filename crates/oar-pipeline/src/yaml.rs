@@ -113,20 +113,74 @@ impl fmt::Display for Value {
     }
 }
 
-/// At most this many nodes per file, counting alias copies (a guard against alias bombs).
-const NODE_BUDGET: usize = 1_000_000;
+/// At most this many values per pipeline, counting alias copies, every included file, and
+/// the copies `extends`, `!reference` and inputs make (a guard against alias bombs and their
+/// cousins).
+pub(crate) const NODE_BUDGET: usize = 1_000_000;
+/// At most this many bytes of strings and keys per pipeline, counted like [`NODE_BUDGET`].
+pub(crate) const BYTE_BUDGET: usize = 64 << 20;
+
+/// What is left of a pipeline's [`NODE_BUDGET`] and [`BYTE_BUDGET`], shared by every step
+/// that copies values.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    nodes: std::cell::Cell<usize>,
+    bytes: std::cell::Cell<usize>,
+}
+
+impl Budget {
+    /// The full budget.
+    pub(crate) fn new() -> Self {
+        Self {
+            nodes: std::cell::Cell::new(NODE_BUDGET),
+            bytes: std::cell::Cell::new(BYTE_BUDGET),
+        }
+    }
+
+    /// Spends `nodes` values and `bytes` bytes; an error at `loc` when the budget is exceeded.
+    pub(crate) fn spend(&self, nodes: usize, bytes: usize, loc: &Location) -> Result<()> {
+        let (Some(n), Some(b)) = (
+            self.nodes.get().checked_sub(nodes),
+            self.bytes.get().checked_sub(bytes),
+        ) else {
+            return Err(PipelineError::Invalid {
+                location: loc.clone(),
+                job: None,
+                keyword: None,
+                message: format!(
+                    "the pipeline is too large: aliases, includes, extends, !reference and inputs expand to more than {NODE_BUDGET} values or {} MiB",
+                    BYTE_BUDGET >> 20
+                ),
+            });
+        };
+        self.nodes.set(n);
+        self.bytes.set(b);
+        Ok(())
+    }
+
+    /// Spends what a copy of `node` costs.
+    pub(crate) fn spend_copy(&self, node: &Node, loc: &Location) -> Result<()> {
+        let (n, b) = count(node);
+        self.spend(n, b, loc)
+    }
+}
 /// At most this nesting depth (the tree is walked recursively later).
 const MAX_DEPTH: usize = 256;
 
 /// Parses every document of `text`; an empty stream gives no documents.
 pub fn parse_documents(text: &str, file: &str) -> Result<Vec<Node>> {
+    parse_documents_in(text, file, &Budget::new())
+}
+
+/// [`parse_documents`], spending from a pipeline's `budget`.
+pub(crate) fn parse_documents_in(text: &str, file: &str, budget: &Budget) -> Result<Vec<Node>> {
     let file: Arc<str> = Arc::from(file);
     let mut b = Builder {
         file: file.clone(),
         stack: Vec::new(),
         anchors: HashMap::new(),
         docs: Vec::new(),
-        budget: NODE_BUDGET,
+        budget,
     };
     for ev in Parser::new_from_str(text) {
         let (ev, span) = ev.map_err(|e| PipelineError::Syntax {
@@ -156,15 +210,15 @@ enum Frame {
     },
 }
 
-struct Builder {
+struct Builder<'b> {
     file: Arc<str>,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     docs: Vec<Node>,
-    budget: usize,
+    budget: &'b Budget,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn loc(&self, span: Span) -> Location {
         Location {
             file: self.file.clone(),
@@ -179,20 +233,22 @@ impl Builder {
         }
     }
 
-    fn spend(&mut self, n: usize, loc: &Location) -> Result<()> {
+    fn spend(&mut self, (n, bytes): (usize, usize), loc: &Location) -> Result<()> {
         if self.stack.len() > MAX_DEPTH {
             return Err(self.err(
                 loc,
                 format!("values nested more than {MAX_DEPTH} levels deep"),
             ));
         }
-        if n > self.budget {
+        if self.budget.spend(n, bytes, loc).is_err() {
             return Err(self.err(
                 loc,
-                "document too large (aliases expand to more than a million values)",
+                format!(
+                    "document too large (aliases expand to more than {NODE_BUDGET} values or {} MiB)",
+                    BYTE_BUDGET >> 20
+                ),
             ));
         }
-        self.budget -= n;
         Ok(())
     }
 
@@ -207,12 +263,17 @@ impl Builder {
                     .get(&id)
                     .cloned()
                     .ok_or_else(|| self.err(&loc, "unknown alias"))?;
-                let n = count(&node);
-                self.spend(n, &loc)?;
+                if self.stack.len() + depth(&node) > MAX_DEPTH {
+                    return Err(self.err(
+                        &loc,
+                        format!("values nested more than {MAX_DEPTH} levels deep"),
+                    ));
+                }
+                self.spend(count(&node), &loc)?;
                 self.push(node)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.spend(1, &loc)?;
+                self.spend((1, text.len()), &loc)?;
                 let value = scalar(&text, style, tag.as_deref()).map_err(|m| self.err(&loc, m))?;
                 let node = Node::new(value, loc);
                 if anchor > 0 {
@@ -221,7 +282,7 @@ impl Builder {
                 self.push(node)?;
             }
             Event::SequenceStart(anchor, tag) => {
-                self.spend(1, &loc)?;
+                self.spend((1, 0), &loc)?;
                 let reference = match tag.as_deref() {
                     None => false,
                     Some(t) if is_reference(t) => true,
@@ -238,7 +299,7 @@ impl Builder {
                 });
             }
             Event::MappingStart(anchor, tag) => {
-                self.spend(1, &loc)?;
+                self.spend((1, 0), &loc)?;
                 match tag.as_deref() {
                     None => {}
                     Some(t) if t.is_yaml_core_schema() && t.suffix == "map" => {}
@@ -373,11 +434,31 @@ impl Builder {
     }
 }
 
-fn count(node: &Node) -> usize {
+/// The values and bytes (of strings and keys) in `node`.
+pub(crate) fn count(node: &Node) -> (usize, usize) {
     match &node.value {
-        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Value::Map(m) => 1 + m.values().map(|(_, v)| count(v)).sum::<usize>(),
-        _ => 1,
+        Value::Seq(items) => items.iter().map(count).fold((1, 0), |(n, b), (cn, cb)| {
+            (n.saturating_add(cn), b.saturating_add(cb))
+        }),
+        Value::Map(m) => m.iter().fold((1, 0), |(n, b), (k, (_, v))| {
+            let (cn, cb) = count(v);
+            (
+                n.saturating_add(cn),
+                b.saturating_add(cb).saturating_add(k.len()),
+            )
+        }),
+        Value::Str(s) => (1, s.len()),
+        Value::Reference(p) => (1, p.iter().map(String::len).sum()),
+        _ => (1, 0),
+    }
+}
+
+/// How deeply `node` nests (a scalar: 0).
+fn depth(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Map(m) => 1 + m.values().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
