@@ -103,9 +103,19 @@ struct Shared {
     drain: CancellationToken,
     interrupt: CancellationToken,
     iam: crate::cache::IamProviders,
+    /// The config file's stamp as the reload last dealt with it (accepted or refused).
+    stamp: Mutex<Stamp>,
 }
 
 impl Shared {
+    fn config_stamp(&self) -> Stamp {
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_config_stamp(&self, stamp: Stamp) {
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+    }
+
     fn slots_for(&self, runner: &RunnerConfig) -> Arc<Slots> {
         let cap = runner.limit.map_or(usize::MAX, |l| l as usize);
         let mut map = self.runner_slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,6 +126,9 @@ impl Shared {
         Arc::clone(slots)
     }
 }
+
+/// The stamp of the config file ([`modified`]).
+type Stamp = Option<(SystemTime, u64, u64)>;
 
 /// Starts the workers of every runner; they stop when `stop` fires.
 fn start_workers(
@@ -250,6 +263,17 @@ impl Worker {
         let runner_slots = self.shared.slots_for(&self.runner);
         let mut failures = 0u32;
         loop {
+            // The file changed since this worker's config was read (an edit, or `oar
+            // unregister` in the chart's preStop removing this runner): no request goes out
+            // with the old config, since a request would make GitLab register this runner
+            // manager again. The reload replaces the workers, or keeps them when it refuses the
+            // new file.
+            if modified(&self.shared.opts.config_path) != self.shared.config_stamp() {
+                if !self.pause(self.shared.opts.reload_interval).await {
+                    return;
+                }
+                continue;
+            }
             let global = tokio::select! {
                 g = self.shared.global.acquire() => g,
                 _ = self.stop.cancelled() => return,
@@ -381,6 +405,7 @@ pub async fn run(
         jobs: TaskTracker::new(),
         drain: CancellationToken::new(),
         interrupt: CancellationToken::new(),
+        stamp: Mutex::new(stamp),
     });
     let mut workers = CancellationToken::new();
     start_workers(&shared, &config, &workers)?;
@@ -402,6 +427,9 @@ pub async fn run(
                 let now = modified(&opts.config_path);
                 if now != stamp {
                     stamp = now;
+                    // However the reload ends, the workers go on (see Worker::run) with the
+                    // config it leaves.
+                    shared.set_config_stamp(now);
                     match load(&opts.config_path) {
                         Ok(new) => {
                             let fresh = CancellationToken::new();
