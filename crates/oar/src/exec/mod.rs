@@ -6,6 +6,7 @@
 pub(crate) mod coordinator;
 pub(crate) mod git;
 pub(crate) mod payload;
+pub(crate) mod progress;
 pub(crate) mod run;
 
 use crate::cli::ExecArgs;

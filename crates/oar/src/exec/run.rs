@@ -14,7 +14,7 @@ use oar_job::report::ReporterConfig;
 use oar_pipeline::{Decision, Outcome, Plan, Scheduler};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -289,6 +289,7 @@ fn display_line(line: &str, color: bool) -> String {
 
 /// Prints a job's trace as it arrives, each line prefixed with the job's name.
 fn print_output(
+    terminal: super::progress::Terminal,
     name: String,
     color: bool,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
@@ -315,9 +316,7 @@ fn print_output(
                 let _ = writeln!(out, "{prefix}{}", display_line(&text, color));
                 pending.clear();
             }
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(out.as_bytes());
-            let _ = stdout.flush();
+            terminal.print(&out);
         };
         while let Some(chunk) = rx.recv().await {
             emit(&chunk, &mut pending, false);
@@ -410,6 +409,9 @@ pub async fn run(
     let mut running: JoinSet<(usize, usize, anyhow::Result<FinalState>, Duration)> = JoinSet::new();
     let mut free_slots: Vec<usize> = (0..options.concurrency.max(1)).rev().collect();
     let mut printers = Vec::new();
+    // On a terminal, a footer line per running job under the output.
+    let terminal = super::progress::Terminal::new(options.color);
+    let ticker = terminal.ticker();
     let mut signals = crate::signals::Signals::new().context("signal handlers")?;
     let mut running_ids: Vec<i64> = Vec::new();
     let mut stopping = false;
@@ -457,10 +459,10 @@ pub async fn run(
             if options.executor == ExecExecutor::Shell
                 && let Some(image) = &plan.jobs[index].image
             {
-                println!(
-                    "{} | note: the shell executor runs this job on this machine; it ignores image {:?}",
+                terminal.print(&format!(
+                    "{} | note: the shell executor runs this job on this machine; it ignores image {:?}\n",
                     plan.jobs[index].name, image.name
-                );
+                ));
             }
             let mut watch = coordinator.register_job(LocalJob {
                 id: id.id,
@@ -469,6 +471,7 @@ pub async fn run(
             });
             if let Some(rx) = watch.take_output() {
                 printers.push(print_output(
+                    terminal.clone(),
                     plan.jobs[index].name.clone(),
                     options.color,
                     rx,
@@ -486,6 +489,7 @@ pub async fn run(
                 anyhow::bail!("no payload for job {index}");
             };
             running_ids.push(id.id);
+            terminal.started(&plan.jobs[index].name, &plan.jobs[index].stage);
             let (env, runner, shutdown) = (env.clone(), runner.clone(), shutdown.clone());
             running.spawn(async move {
                 if let Some(secs) = delay {
@@ -530,6 +534,7 @@ pub async fn run(
         let (index, slot, end, elapsed) = done.context("a job's task panicked")?;
         free_slots.push(slot);
         running_ids.retain(|id| *id != ids[index].id);
+        terminal.ended(&plan.jobs[index].name);
         if let Some(group) = &plan.jobs[index].resource_group {
             held.remove(group);
         }
@@ -539,12 +544,12 @@ pub async fn run(
             && retry_allowed(&plan.jobs[index], attempts[index], end)
         {
             attempts[index] += 1;
-            println!(
-                "{} | retrying: attempt {} of {} (retry)",
+            terminal.print(&format!(
+                "{} | retrying: attempt {} of {} (retry)\n",
                 plan.jobs[index].name,
                 attempts[index] + 1,
                 plan.jobs[index].retry.as_ref().map_or(1, |r| r.max + 1)
-            );
+            ));
             ids[index] = JobIdentity {
                 id: next_id,
                 token: format!("oarexec-{}", random_token()),
@@ -600,6 +605,10 @@ pub async fn run(
     for p in printers {
         let _ = p.await;
     }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    terminal.finish();
     coordinator.shutdown().await.ok();
     Ok((results, !scheduler.failed()))
 }
