@@ -436,16 +436,25 @@ pub(super) async fn wait(
     }
 }
 
+/// Does `act` to job `id` (which must exist) and answers the job as it is then.
+fn act_on_job(
+    gitlab: &WeakGitlab,
+    id: Result<Path<String>, PathRejection>,
+    act: impl FnOnce(&FakeGitlab, i64),
+) -> Reply {
+    let id = path_id(id)?;
+    let gitlab = upgrade(gitlab)?;
+    job_of(&gitlab, id)?;
+    act(&gitlab, id);
+    reply(StatusCode::OK, &JobView::from(job_of(&gitlab, id)?))
+}
+
 /// `POST /_fake/jobs/{id}/cancel`: [`FakeGitlab::cancel_job`] (graceful).
 pub(super) async fn cancel(
     State(gitlab): State<WeakGitlab>,
     id: Result<Path<String>, PathRejection>,
 ) -> Reply {
-    let id = path_id(id)?;
-    let gitlab = upgrade(&gitlab)?;
-    job_of(&gitlab, id)?;
-    gitlab.cancel_job(id);
-    reply(StatusCode::OK, &JobView::from(job_of(&gitlab, id)?))
+    act_on_job(&gitlab, id, FakeGitlab::cancel_job)
 }
 
 /// `POST /_fake/jobs/{id}/abort`: [`FakeGitlab::abort_job`] (hard cancel).
@@ -453,11 +462,7 @@ pub(super) async fn abort(
     State(gitlab): State<WeakGitlab>,
     id: Result<Path<String>, PathRejection>,
 ) -> Reply {
-    let id = path_id(id)?;
-    let gitlab = upgrade(&gitlab)?;
-    job_of(&gitlab, id)?;
-    gitlab.abort_job(id);
-    reply(StatusCode::OK, &JobView::from(job_of(&gitlab, id)?))
+    act_on_job(&gitlab, id, FakeGitlab::abort_job)
 }
 
 /// `GET /_fake/jobs/{id}/artifacts/{artifact_type}`: the uploaded bytes.
