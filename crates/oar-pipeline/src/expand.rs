@@ -23,6 +23,55 @@ pub fn expand(text: &str, vars: &IndexMap<String, String>) -> String {
     out
 }
 
+/// GitLab's `ExpandVariables.expand_existing`, which the `expand_vars` input function uses:
+/// `$NAME` and `${NAME}` of a variable in `vars` become its value as it is (not expanded
+/// again); any other text, unknown variables and `$$` included, stays as written. The result
+/// is cut at [`MAX_EXPANDED`] bytes.
+pub fn expand_existing(text: &str, vars: &IndexMap<String, String>) -> String {
+    if !text.contains('$') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len().min(MAX_EXPANDED));
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match vars.get(name).filter(|_| !name.is_empty()) {
+            Some(value) => {
+                out.push_str(value);
+                rest = &after[len..];
+            }
+            None => {
+                // `$$` stays `$$`: the second `$` is not the start of a variable here.
+                let keep = if after.starts_with('$') { 2 } else { 1 };
+                out.push_str(&rest[at..at + keep]);
+                rest = &rest[at + keep..];
+            }
+        }
+        if out.len() > MAX_EXPANDED {
+            let mut cut = MAX_EXPANDED;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            return out;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Appends the expansion of `text` to `out`; false once `out` is full.
 fn expand_into(
     text: &str,
@@ -117,6 +166,19 @@ mod tests {
             .collect();
         assert_eq!(expand("$A ${B} $C $$A", &vars), "x x-y  $A");
         assert!(expand("$LOOP", &vars).len() < 100);
+    }
+
+    #[test]
+    fn expand_existing_keeps_unknown_variables_and_does_not_recurse() {
+        let vars: IndexMap<String, String> = [("A", "x"), ("NESTED", "$A")]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        assert_eq!(
+            expand_existing("$A ${A} $UNKNOWN ${UNKNOWN} $$A $NESTED $ ${", &vars),
+            "x x $UNKNOWN ${UNKNOWN} $$A $A $ ${"
+        );
+        assert_eq!(expand_existing("a-$A-b", &vars), "a-x-b");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use indexmap::IndexMap;
 
 use crate::error::{Location, PipelineError, Result};
-use crate::expand::expand;
+use crate::expand::expand_existing;
 use crate::yaml::{Budget, Map, Node, Value};
 
 /// The declared type of an input.
@@ -383,7 +383,7 @@ fn block(
             .scalar_text()
             .ok_or_else(|| bad(loc, "inputs", format!("function {f} needs a string input")))?;
         let new = if f == "expand_vars" {
-            expand(&text, vars)
+            expand_existing(&text, vars)
         } else if f == "posix_escape" {
             posix_escape(&text)
         } else if let Some(args) = f
