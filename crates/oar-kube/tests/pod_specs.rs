@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use oar_config::KubernetesConfig;
 use oar_gitlab::JobResponse;
 use oar_job::vars::{Variable, Variables};
+use oar_kube::identity::IdTokens;
 use oar_kube::pod::{BuiltPod, PodInput, build_pod};
 use oar_kube::{PodError, wrapper};
 use serde_json::{Value, json};
@@ -29,6 +30,7 @@ struct Case {
     job: JobResponse,
     vars: Variables,
     builds_dir: String,
+    id_tokens: IdTokens,
 }
 
 /// The runner config: `tail` holds `[runners.kubernetes]` (and `[runners.feature_flags]`).
@@ -113,6 +115,7 @@ impl Case {
             job,
             vars,
             builds_dir: "/builds".into(),
+            id_tokens: IdTokens::new(),
         }
     }
 
@@ -131,6 +134,7 @@ impl Case {
             project_dir: "/builds/acme/widget",
             timeout: Duration::from_secs(3600),
             default_helper_image: "registry.example.com/oar/oar-helper:0.1.0",
+            id_tokens: &self.id_tokens,
         })
     }
 

@@ -299,6 +299,7 @@ async fn create_pod(
         project_dir: &ctx.layout.project_dir,
         timeout: ctx.timeout,
         default_helper_image: &helper_image,
+        id_tokens: &oar_kube::identity::IdTokens::new(),
     })
     .map_err(|e| config(e.to_string()))?;
     let (cache_urls, mut warnings) = crate::cache::urls_for_job(&env.iam, runner, &ctx).await;
