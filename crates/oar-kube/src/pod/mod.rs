@@ -27,6 +27,16 @@
 //! volumes; services mount builds and the user volumes (they have no business with the step
 //! scripts, which hold the job's secrets).
 //!
+//! The ServiceAccount is decided by [`crate::identity`]: GitLab Runner's
+//! `KUBERNETES_SERVICE_ACCOUNT_OVERWRITE` for accounts no identity rule guards, else the first
+//! `[[runners.kubernetes.identity]]` rule the job matches (its account and namespace, the
+//! annotation [`ANNOTATION_IDENTITY_RULE`], `automountServiceAccountToken: true` so that the
+//! account's token reaches the build container whatever the runner-wide setting, and the
+//! rule's `environment` in the build container), else `service_account`. A `projected_token`
+//! (the rule's, else the table's) is a `serviceAccountToken` projection with its own audience,
+//! mounted read-only in the build container only, at the configured path's directory, with its
+//! `environment` (not secrets: token paths and role names) in the build container's env.
+//!
 //! `activeDeadlineSeconds` is the job timeout plus [`ACTIVE_DEADLINE_MARGIN`] (GitLab Runner
 //! adds 1 s; Oar's helper enforces the timeout itself and then still has to upload artifacts
 //! on failure and send the final state, so Kubernetes only steps in when the pod is stuck).
@@ -118,6 +128,8 @@ pub const MANAGED_BY: &str = "oar";
 pub const LABEL_RUNNER: &str = "oar.dev/runner";
 /// Label with the GitLab job id.
 pub const LABEL_JOB_ID: &str = "oar.dev/job-id";
+/// Annotation naming the identity rule that gave the pod its ServiceAccount.
+pub const ANNOTATION_IDENTITY_RULE: &str = "oar.dev/identity-rule";
 
 /// Everything a job pod is built from.
 #[derive(Debug, Clone, Copy)]
@@ -1027,7 +1039,11 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
 
     // Metadata.
     let labels = labels(input, &ov, &mut warnings)?;
-    let annotations = annotations(input, &ov)?;
+    let mut annotations = annotations(input, &ov)?;
+    if let Some(rule) = identity.rule.and_then(|i| cfg.identity.get(i)) {
+        // Which rule gave the pod its account, for whoever reviews the pods.
+        annotations.insert(ANNOTATION_IDENTITY_RULE.to_owned(), rule.path.to_string());
+    }
     for (key, value) in &ov.node_selector {
         names::check_key(
             "node selector key (node_selector, KUBERNETES_NODE_SELECTOR_*)",
