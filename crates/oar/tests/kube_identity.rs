@@ -219,3 +219,59 @@ async fn identity_rules_decide_the_service_account_of_job_pods() {
     assert_nothing_left(&ns).await;
     ns.delete().await.ok();
 }
+
+/// A rule with its own `namespace`: the job's pod (and Secret) are created there, in the
+/// rule's account of that namespace; the manager watches that namespace beside its own, sees
+/// the pod end and cleans up.
+#[tokio::test]
+async fn a_rules_namespace_is_where_its_jobs_run() {
+    let Some((cluster, ns, f)) = setup("oar-identity-home").await else {
+        return;
+    };
+    let deploy = cluster
+        .namespace("oar-identity-deploy")
+        .await
+        .expect("the rule's namespace");
+    create_account(&deploy, "deploy-prod").await;
+    write_kube_config(
+        &f,
+        ns.name(),
+        &format!(
+            r#"    [[runners.kubernetes.identity]]
+      service_account = "deploy-prod"
+      projects = ["acme/platform/*"]
+      protected_ref = true
+      namespace = "{}"
+"#,
+            deploy.name()
+        ),
+        "",
+    );
+    let home_pods = PodLog::start(&ns).await;
+    let deploy_pods = PodLog::start(&deploy).await;
+    let id = f.gl.enqueue_job(
+        deploy_job("acme/platform/api", true).script([
+            DECODE,
+            "claims /var/run/secrets/kubernetes.io/serviceaccount/token | grep -o '\"sub\":\"[^\"]*\"' | sed 's/^/service account token: /'",
+        ]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, &out).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(
+        trace.contains(&format!(
+            "service account token: \"sub\":\"system:serviceaccount:{}:deploy-prod\"",
+            deploy.name()
+        )),
+        "{trace}"
+    );
+    assert!(home_pods.pods().is_empty(), "{:?}", home_pods.pods());
+    let seen = deploy_pods.pods();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].1.as_deref(), Some("deploy-prod"), "{seen:?}");
+    assert_nothing_left(&deploy).await;
+    assert_nothing_left(&ns).await;
+    deploy.delete().await.ok();
+    ns.delete().await.ok();
+}
