@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// Which shell runs the scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shell {
-    /// `bash` (default), as a login shell like GitLab Runner's shell executor.
+    /// `bash` (default), as a login shell like GitLab Runner's shell executor (unless
+    /// [`ShellRunner::without_login`]).
     #[default]
     Bash,
     /// POSIX `sh`.
@@ -49,6 +50,7 @@ impl Shell {
 #[derive(Debug, Clone)]
 pub struct ShellRunner {
     shell: Shell,
+    login: bool,
     term_grace: Duration,
     drain_timeout: Duration,
 }
@@ -58,9 +60,17 @@ impl ShellRunner {
     pub fn new(shell: Shell) -> Self {
         ShellRunner {
             shell,
+            login: true,
             term_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Bash without `--login`: the stages inherit the caller's environment and skip the
+    /// profile scripts, which on a developer's machine can cost more than the job (`oar exec`).
+    pub fn without_login(mut self) -> Self {
+        self.login = false;
+        self
     }
 
     /// How long a stage may take to stop after `SIGTERM` before `SIGKILL`.
@@ -73,7 +83,10 @@ impl ShellRunner {
         match self.shell {
             Shell::Bash => {
                 let mut c = tokio::process::Command::new("bash");
-                c.arg("--login").arg("-s");
+                if self.login {
+                    c.arg("--login");
+                }
+                c.arg("-s");
                 c
             }
             Shell::Sh => {

@@ -351,6 +351,7 @@ pub async fn run(
     let runner = runner(&state, &coordinator.url(), &options)?;
     let shutdown = CancellationToken::new();
     let mut env = JobEnv {
+        login_shell: false,
         client: crate::manager::client_for(&runner, crate::VERSION)?,
         info: crate::manager::info_for(&runner, crate::VERSION, crate::REVISION),
         system_id: "r_oarexeclocal".into(),
