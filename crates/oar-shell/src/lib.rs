@@ -11,7 +11,7 @@ use oar_job::{JobContext, JobError, StageExit, StageRunner, StageScript, TraceLo
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// Which shell runs the scripts.
@@ -102,6 +102,24 @@ fn io_err(what: &str, e: std::io::Error) -> JobError {
     JobError::Executor(format!("{what}: {e}"))
 }
 
+/// The script as the shell's standard input: an unlinked file (in the job's tmp directory when
+/// it can, else the system's), not a pipe. From a pipe a shell must read byte by byte, so as
+/// not to take input meant for the commands it starts; from a file it reads blocks.
+async fn script_file(script: &str, tmp_dir: &str) -> Result<std::fs::File, JobError> {
+    let body = script.to_owned();
+    let dir = tmp_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, Write};
+        let mut file = tempfile::tempfile_in(&dir).or_else(|_| tempfile::tempfile())?;
+        file.write_all(body.as_bytes())?;
+        file.rewind()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| JobError::Executor(format!("cannot write the stage script: {e}")))?
+    .map_err(|e| io_err("cannot write the stage script", e))
+}
+
 fn signal_group(pgid: i32, sig: Signal) {
     // ESRCH means the group is gone already: nothing to do.
     let _ = killpg(Pid::from_raw(pgid), sig);
@@ -142,9 +160,10 @@ impl StageRunner for ShellRunner {
         let writer2 = writer
             .try_clone()
             .map_err(|e| io_err("cannot create a pipe", e))?;
+        let stdin = script_file(&script.script, &ctx.layout.tmp_dir).await?;
         let mut cmd = self.command();
         cmd.current_dir(&ctx.layout.builds_dir)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(OwnedFd::from(writer)))
             .stderr(Stdio::from(OwnedFd::from(writer2)))
             .process_group(0)
@@ -167,14 +186,6 @@ impl StageRunner for ShellRunner {
                 }
             }
         });
-        if let Some(mut stdin) = child.stdin.take() {
-            let body = script.script.clone();
-            // A shell that exits early closes stdin; that is not our error.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(body.as_bytes()).await;
-                let _ = stdin.shutdown().await;
-            });
-        }
 
         let mut stopped = false;
         let status = tokio::select! {

@@ -65,8 +65,9 @@ async fn context(checkout: &git::Checkout, args: &ExecArgs) -> anyhow::Result<Co
     let mut ctx = Context::default();
     ctx.variables.extend(checkout.predefined(1));
     ctx.user_variables.extend(user_variables(args)?);
-    ctx.files = Some(checkout.files().await?);
-    ctx.changed_files = checkout.changed_files().await?;
+    let (files, changed) = tokio::join!(checkout.files(), checkout.changed_files());
+    ctx.files = Some(files?);
+    ctx.changed_files = changed?;
     ctx.manual_jobs.extend(args.manual.iter().cloned());
     Ok(ctx)
 }
@@ -78,7 +79,17 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         None => std::env::current_dir().context("no current directory")?,
     };
     let checkout = git::Checkout::discover(&dir, &args.file).await?;
-    let ctx = context(&checkout, &args).await?;
+    // The snapshot the jobs fetch is taken while the pipeline is read and planned, unless
+    // nothing will run.
+    let runs = !args.list && !args.preview;
+    let (ctx, sha) = tokio::join!(context(&checkout, &args), async {
+        if runs {
+            Some(run::prepare(&checkout).await)
+        } else {
+            None
+        }
+    });
+    let ctx = ctx?;
     let source = DirSource::new(&checkout.root);
     let file = args.file.to_string_lossy().into_owned();
     if !checkout.root.join(&args.file).is_file() {
@@ -143,7 +154,8 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         advertise_address: args.advertise_address.clone(),
         selected,
     };
-    let (results, passed) = run::run(&plan, &checkout, metrics, options).await?;
+    let sha = sha.context("no snapshot of the work tree")??;
+    let (results, passed) = run::run(&plan, &checkout, sha, metrics, options).await?;
     if args.json {
         let jobs: Vec<serde_json::Value> = results
             .iter()
