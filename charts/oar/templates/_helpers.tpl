@@ -194,3 +194,88 @@ extra labels win over the chart's, except the selector labels, which nothing ove
 {{- $labels := merge (include "oar.selectorLabels" $ctx | fromYaml) (deepCopy $extra) (include "oar.labels" $ctx | fromYaml) -}}
 {{- toYaml $labels -}}
 {{- end -}}
+
+{{/* The namespaces the manager creates job pods in: the job namespace and those of the
+identity rules. */}}
+{{- define "oar.podNamespaces" -}}
+{{- $out := list (include "oar.jobNamespace" .) -}}
+{{- range .Values.jobIdentity.rules -}}
+{{- with .namespace -}}
+{{- $out = append $out . -}}
+{{- end -}}
+{{- end -}}
+{{- $out | uniq | toJson -}}
+{{- end -}}
+
+{{/* A map of environment variables as a TOML array of "KEY=VALUE" strings, sorted. */}}
+{{- define "oar.envList" -}}
+{{- $env := . -}}
+{{- $items := list -}}
+{{- range $k := keys $env | sortAlpha -}}
+{{- $items = append $items (printf "%s=%s" $k (toString (get $env $k))) -}}
+{{- end -}}
+{{- $items | toJson -}}
+{{- end -}}
+
+{{/* A projected_token table's keys. */}}
+{{- define "oar.projectedTokenToml" -}}
+audience = {{ .audience | toJson }}
+path = {{ .path | toJson }}
+{{- with .expirationSeconds }}
+expiration_seconds = {{ int . }}
+{{- end }}
+{{- with .environment }}
+environment = {{ include "oar.envList" . }}
+{{- end }}
+{{- end -}}
+
+{{/* jobIdentity as [runners.kubernetes] TOML, appended to runners.config. */}}
+{{- define "oar.identityToml" -}}
+{{- $ji := .Values.jobIdentity -}}
+{{- range $ji.rules }}
+[[runners.kubernetes.identity]]
+  service_account = {{ .serviceAccount | toJson }}
+  projects = {{ .projects | toJson }}
+  {{- with .refs }}
+  refs = {{ toJson . }}
+  {{- end }}
+  {{- with .refType }}
+  ref_type = {{ toJson . }}
+  {{- end }}
+  {{- if .protectedRef }}
+  protected_ref = true
+  {{- end }}
+  {{- with .environments }}
+  environments = {{ toJson . }}
+  {{- end }}
+  {{- with .namespace }}
+  namespace = {{ toJson . }}
+  {{- end }}
+  {{- with .requireIdToken }}
+  require_id_token = {{ toJson . }}
+  {{- end }}
+  {{- with .environment }}
+  environment = {{ include "oar.envList" . }}
+  {{- end }}
+  {{- with .projectedToken }}
+  [runners.kubernetes.identity.projected_token]
+    {{- include "oar.projectedTokenToml" . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- with $ji.idToken }}
+[runners.kubernetes.id_token]
+  {{- with .audience }}
+  audience = {{ toJson . }}
+  {{- end }}
+  {{- with .issuer }}
+  issuer = {{ toJson . }}
+  {{- end }}
+  {{- with .jwksUrl }}
+  jwks_url = {{ toJson . }}
+  {{- end }}
+{{- end }}
+{{- with $ji.projectedToken }}
+[runners.kubernetes.projected_token]
+  {{- include "oar.projectedTokenToml" . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -149,6 +149,75 @@ const CASES: &[(&str, &str)] = &[
         "{R}executor = \"kubernetes\"\n[[runners.kubernetes.services]]\nalias = \"db\"",
         "config.toml:6:1: missing key runners[0].kubernetes.services[0].name",
     ),
+    // Identity rules (Oar's own keys): refused at load, never half-applied.
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nprojects = [\"acme/*\"]",
+        "config.toml:6:1: missing key runners[0].kubernetes.identity[0].service_account",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"",
+        "config.toml:6:1: missing key runners[0].kubernetes.identity[0].projects",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = []",
+        "config.toml:8:12: invalid value for runners[0].kubernetes.identity[0].projects: a rule needs at least one project glob (\"**\" for every project, if that is really meant)",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"Deploy_Prod\"\nprojects = [\"a/*\"]",
+        "config.toml:7:19: invalid value for runners[0].kubernetes.identity[0].service_account: \"Deploy_Prod\" is not a ServiceAccount name (lower-case letters, digits, '-' and '.')",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"acme/*\", \"acme/[x\"]",
+        "config.toml:8:23: invalid value for runners[0].kubernetes.identity[0].projects[1]: \"acme/[x\" is not a valid glob: a [ is not closed",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nrefs = [\"{main\"]",
+        "config.toml:9:9: invalid value for runners[0].kubernetes.identity[0].refs[0]: \"{main\" is not a valid glob: a { is not closed",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nprotected_refs = true",
+        "config.toml:9:1: invalid value for runners[0].kubernetes.identity[0].protected_refs: unknown field `protected_refs`, expected one of `service_account`, `projects`, `refs`, `ref_type`, `protected_ref`, `environments`, `namespace`, `require_id_token`, `environment`, `projected_token`",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nref_type = \"commit\"",
+        "config.toml:9:12: invalid value for runners[0].kubernetes.identity[0].ref_type: expected one of branch, tag, found \"commit\"",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nenvironments = [\"production\"]",
+        "config.toml:9:16: invalid value for runners[0].kubernetes.identity[0].environments: environments needs require_id_token: a job's environment is proven only by its GitLab ID token (job variables can be set by job authors)",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nrequire_id_token = \"OAR-ID\"",
+        "config.toml:9:20: invalid value for runners[0].kubernetes.identity[0].require_id_token: \"OAR-ID\" is not a variable name (letters, digits and '_')",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nnamespace = \"a.b\"",
+        "config.toml:9:13: invalid value for runners[0].kubernetes.identity[0].namespace: \"a.b\" is not a namespace name (lower-case letters, digits and '-')",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]\nenvironment = [\"AWS_ROLE_ARN\"]",
+        "config.toml:9:16: invalid value for runners[0].kubernetes.identity[0].environment[0]: expected KEY=VALUE, found \"AWS_ROLE_ARN\"",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[runners.kubernetes]\nservice_account = \"deploy\"\n[[runners.kubernetes.identity]]\nservice_account = \"deploy\"\nprojects = [\"a/*\"]",
+        "config.toml:9:19: invalid value for runners[0].kubernetes.identity[0].service_account: \"deploy\" is also the runner's service_account: jobs that match no rule would run as it; give the rule an account of its own",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[runners.kubernetes.projected_token]\naudience = \"sts.amazonaws.com\"\npath = \"token\"",
+        "config.toml:8:8: invalid value for runners[0].kubernetes.projected_token.path: expected an absolute file path below a directory, such as \"/var/run/secrets/eks.amazonaws.com/serviceaccount/token\", found \"token\"",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[runners.kubernetes.projected_token]\naudience = \"sts.amazonaws.com\"\npath = \"/var/run/t/token\"\nexpiration_seconds = 60",
+        "config.toml:9:22: invalid value for runners[0].kubernetes.projected_token.expiration_seconds: Kubernetes needs at least 600 seconds, found 60",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[runners.kubernetes.projected_token]\npath = \"/var/run/t/token\"",
+        "config.toml:6:21: missing key runners[0].kubernetes.projected_token.audience",
+    ),
+    (
+        "{R}executor = \"kubernetes\"\n[runners.kubernetes.id_token]\naudience = \"oar\"\nissuer = \"not a url\"",
+        "config.toml:8:10: invalid value for runners[0].kubernetes.id_token.issuer: expected a URL such as \"https://gitlab.example.com\", found \"not a url\"",
+    ),
 ];
 
 #[test]

@@ -124,7 +124,7 @@ fn last_update(resp: &Response) -> Option<String> {
 
 /// Parses a payload, or finds enough in it to fail the job.
 pub fn parse_job_payload(body: &[u8]) -> JobRequestOutcome {
-    match serde_json::from_slice::<JobResponse>(body) {
+    match JobResponse::from_json(body) {
         Ok(job) => JobRequestOutcome::Job(Box::new(job)),
         Err(e) => {
             let value = serde_json::from_slice::<serde_json::Value>(body).ok();
@@ -333,5 +333,30 @@ mod tests {
         assert_eq!(back.dependencies[0].token.expose(), "glcbt-dep");
         assert_eq!(back.cache[0].fallback_keys, vec!["f".to_string()]);
         assert_eq!(back.job_info.project_id, 7);
+    }
+
+    #[test]
+    fn git_info_protected_is_read_and_survives_oar_copies() {
+        let parse = |protected: &str| {
+            let body =
+                format!(r#"{{"id": 1, "token": "t", "git_info": {{"ref": "main"{protected}}}}}"#);
+            match parse_job_payload(body.as_bytes()) {
+                JobRequestOutcome::Job(job) => job.ref_protected,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(parse(r#", "protected": true"#), Some(true));
+        assert_eq!(parse(r#", "protected": false"#), Some(false));
+        assert_eq!(parse(r#", "protected": null"#), None);
+        assert_eq!(parse(""), None);
+        let job = JobResponse {
+            ref_protected: Some(true),
+            ..JobResponse::default()
+        };
+        let copy = serde_json::to_vec(&job).unwrap();
+        assert_eq!(
+            JobResponse::from_json(&copy).unwrap().ref_protected,
+            Some(true)
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod client;
 pub mod error;
+pub mod id_token;
 pub mod info;
 pub mod jobs;
 pub mod retry;

@@ -476,6 +476,37 @@ pub struct JobResponse {
     /// Step-runner steps (a JSON string); Oar does not run native steps.
     #[serde(default, deserialize_with = "null_default")]
     pub run: String,
+    /// `git_info.protected` as GitLab sent it: whether the ref is a protected branch or tag
+    /// (`None` when GitLab sent `null` or nothing, which identity rules treat as
+    /// unprotected). Read by [`JobResponse::from_json`]; Oar's own copies of the payload carry
+    /// it at the top level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_protected: Option<bool>,
+}
+
+impl JobResponse {
+    /// Parses a `/jobs/request` payload as GitLab sends it, `git_info.protected` included.
+    pub fn from_json(body: &[u8]) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        struct Git {
+            #[serde(default)]
+            protected: Option<bool>,
+        }
+        #[derive(Deserialize)]
+        struct Protected {
+            #[serde(default)]
+            git_info: Option<Git>,
+        }
+        let mut job: JobResponse = serde_json::from_slice(body)?;
+        let git = serde_json::from_slice::<Protected>(body)
+            .ok()
+            .and_then(|p| p.git_info)
+            .and_then(|g| g.protected);
+        if git.is_some() {
+            job.ref_protected = git;
+        }
+        Ok(job)
+    }
 }
 
 /// `output` of a job update.

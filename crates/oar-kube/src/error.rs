@@ -7,6 +7,9 @@
 /// Runner does for the same checks. Each message names the variable or key and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PodError {
+    /// A job asks for a ServiceAccount an identity rule guards, and does not match the rule.
+    #[error(transparent)]
+    IdentityRefused(#[from] crate::identity::Refusal),
     /// A `KUBERNETES_*` overwrite does not match its `*_overwrite_allowed` regex.
     #[error("{variable} {value:?} does not match {gate_key} {pattern:?}")]
     OverwriteNotAllowed {

@@ -5,6 +5,8 @@
 //!   Runner's per-job `KUBERNETES_*` overwrites.
 //! - [`wrapper`]: the build container's POSIX `sh` step wrapper and its FIFO protocol with the
 //!   helper agent (std only, so the agent can use it without the Kubernetes client).
+//! - [`identity`]: which ServiceAccount a job runs as (the upstream overwrite, then Oar's
+//!   identity rules, from GitLab's payload fields and verified ID tokens).
 //! - [`rbac`]: the API permissions the manager uses, for the Helm chart's Role.
 //! - [`patch`], [`quantity`], [`glob`]: `pod_spec` patches, resource quantity comparison,
 //!   `allowed_images` globs.
@@ -14,6 +16,7 @@
 
 mod error;
 pub mod glob;
+pub mod identity;
 pub mod lifecycle;
 pub mod patch;
 pub mod pod;

@@ -139,6 +139,7 @@ fn every_ci_values_file_renders_validates_and_matches_its_snapshot() {
         "metrics-servicemonitor-values",
         "custom-ca-values",
         "s3-cache-values",
+        "job-identity-values",
     ] {
         assert!(names.contains(scenario), "ci/{scenario}.yaml is missing");
     }
@@ -457,6 +458,31 @@ fn bad_values_fail_with_the_keys_name() {
             "gitlabUrl: https://gitlab.example.com\nrunnerToken: glrt-x\nmetrics:\n  serviceMonitor:\n    enabled: true\n",
             "service.enabled",
         ),
+        (
+            "an identity rule without projects",
+            "gitlabUrl: https://gitlab.example.com\nrunnerToken: glrt-x\njobIdentity:\n  rules:\n    - serviceAccount: deploy\n",
+            "projects",
+        ),
+        (
+            "a misspelt identity rule condition",
+            "gitlabUrl: https://gitlab.example.com\nrunnerToken: glrt-x\njobIdentity:\n  rules:\n    - serviceAccount: deploy\n      projects: [a/*]\n      protectedRefs: true\n",
+            "protectedRefs",
+        ),
+        (
+            "environments without an ID token",
+            "gitlabUrl: https://gitlab.example.com\nrunnerToken: glrt-x\njobIdentity:\n  rules:\n    - serviceAccount: deploy\n      projects: [a/*]\n      environments: [production]\n",
+            "requireIdToken",
+        ),
+        (
+            "a job ServiceAccount without a name",
+            "gitlabUrl: https://gitlab.example.com\nrunnerToken: glrt-x\njobIdentity:\n  serviceAccounts:\n    - annotations: {}\n",
+            "name",
+        ),
+        (
+            "a projected token without a path",
+            "gitlabUrl: https://gitlab.example.com\nrunnerToken: glrt-x\njobIdentity:\n  projectedToken:\n    audience: sts.amazonaws.com\n",
+            "projectedToken",
+        ),
     ];
     for (i, (what, values, key)) in cases.iter().enumerate() {
         let file = scratch.path().join(format!("bad-{i}.yaml"));
@@ -476,4 +502,92 @@ fn bad_values_fail_with_the_keys_name() {
     }
     // The same values with the mistake fixed render.
     render(&tools, &tools.helm3, &["--set", ok]);
+}
+
+/// `jobIdentity` renders into the runner's config as identity rules Oar loads without a
+/// warning, creates the job ServiceAccounts with their annotations, and gives the manager its
+/// Role in each namespace job pods may run in.
+#[test]
+fn job_identity_values_become_rules_accounts_and_roles() {
+    let Some(tools) = tools() else { return };
+    let values = chart_dir().join("ci/job-identity-values.yaml");
+    let docs = documents(&render(
+        &tools,
+        &tools.helm3,
+        &["-f", values.to_str().expect("UTF-8 path")],
+    ));
+    let template = find(&docs, "ConfigMap")["data"]["config.template.toml"]
+        .as_str()
+        .expect("config.template.toml")
+        .to_owned();
+    // What register adds (url, token, executor) to make it a whole config.
+    let config = template.replacen(
+        "[[runners]]\n",
+        "[[runners]]\n  url = \"https://gitlab.example.com/\"\n  token = \"glrt-x\"\n  executor = \"kubernetes\"\n",
+        1,
+    );
+    let loaded = oar_config::parse_str(&config, Path::new("config.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let kube = loaded.config.runners[0]
+        .kubernetes
+        .clone()
+        .expect("kubernetes");
+    let rules: Vec<(&str, Option<&str>)> = kube
+        .identity
+        .iter()
+        .map(|r| (r.service_account.as_str(), r.namespace.as_deref()))
+        .collect();
+    assert_eq!(
+        rules,
+        [("deploy-prod", Some("deploy")), ("ci-builder", None)]
+    );
+    let prod = &kube.identity[0];
+    assert!(prod.protected_ref);
+    assert_eq!(prod.refs, ["main", "v*"]);
+    assert_eq!(prod.require_id_token.as_deref(), Some("OAR_ID_TOKEN"));
+    assert_eq!(prod.environment[0].key, "AWS_ROLE_ARN");
+    assert_eq!(kube.id_token.audience, "https://oar.example.com");
+    let token = kube.projected_token.expect("projected_token");
+    assert_eq!(token.audience, "sts.amazonaws.com");
+    assert_eq!(token.expiration_seconds, Some(86400));
+
+    let accounts: Vec<(String, String, String)> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ServiceAccount")
+        .map(|d| {
+            let m = &d["metadata"];
+            let annotations = m["annotations"]
+                .as_object()
+                .map(|a| a.keys().cloned().collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["namespace"].as_str().unwrap_or_default().to_owned(),
+                annotations,
+            )
+        })
+        .collect();
+    for expected in [
+        ("deploy-prod", "deploy", "eks.amazonaws.com/role-arn"),
+        ("ci-builder", "ci-jobs", "iam.gke.io/gcp-service-account"),
+    ] {
+        assert!(
+            accounts
+                .iter()
+                .any(|(n, ns, a)| (n.as_str(), ns.as_str(), a.as_str()) == expected),
+            "{expected:?} not in {accounts:?}"
+        );
+    }
+    for kind in ["Role", "RoleBinding"] {
+        let namespaces: BTreeSet<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == kind)
+            .filter_map(|d| d["metadata"]["namespace"].as_str())
+            .collect();
+        assert_eq!(namespaces, BTreeSet::from(["ci-jobs", "deploy"]), "{kind}");
+    }
+    for role in docs.iter().filter(|d| d["kind"] == "Role") {
+        assert_eq!(rendered_rules(role), code_rules());
+    }
 }

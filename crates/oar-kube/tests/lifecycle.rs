@@ -122,6 +122,7 @@ fn job(namespace: &str, id: i64, edit: impl FnOnce(&mut Pod)) -> (BuiltPod, Secr
         project_dir: "/builds/group/project",
         timeout: Duration::from_secs(3600),
         default_helper_image: BUSYBOX_IMAGE,
+        id_tokens: &oar_kube::identity::IdTokens::new(),
     };
     let mut built = build_pod(&input).unwrap();
     edit(&mut built.pod);

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use oar_config::KubernetesConfig;
 use oar_gitlab::JobResponse;
 use oar_job::vars::{Variable, Variables};
+use oar_kube::identity::IdTokens;
 use oar_kube::pod::{BuiltPod, PodInput, build_pod};
 use oar_kube::{PodError, wrapper};
 use serde_json::{Value, json};
@@ -29,6 +30,7 @@ struct Case {
     job: JobResponse,
     vars: Variables,
     builds_dir: String,
+    id_tokens: IdTokens,
 }
 
 /// The runner config: `tail` holds `[runners.kubernetes]` (and `[runners.feature_flags]`).
@@ -113,6 +115,7 @@ impl Case {
             job,
             vars,
             builds_dir: "/builds".into(),
+            id_tokens: IdTokens::new(),
         }
     }
 
@@ -131,6 +134,7 @@ impl Case {
             project_dir: "/builds/acme/widget",
             timeout: Duration::from_secs(3600),
             default_helper_image: "registry.example.com/oar/oar-helper:0.1.0",
+            id_tokens: &self.id_tokens,
         })
     }
 
@@ -1164,4 +1168,84 @@ fn payload_secret() {
         br#"{"id": 1234}"#,
     );
     insta::assert_yaml_snapshot!("payload_secret", secret_view(&secret));
+}
+
+const IDENTITY: &str = r#"
+[runners.kubernetes]
+  namespace = "ci"
+  image = "alpine:3.20"
+  service_account = "ci-default"
+  automount_service_account_token = false
+  [[runners.kubernetes.identity]]
+    service_account = "deploy-prod"
+    projects = ["acme/*"]
+    protected_ref = true
+    namespace = "deploy"
+    environment = ["AWS_ROLE_ARN=arn:aws:iam::111122223333:role/deploy-prod", "AWS_REGION=eu-west-1"]
+  [runners.kubernetes.projected_token]
+    audience = "sts.amazonaws.com"
+    path = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+    expiration_seconds = 3600
+    environment = ["AWS_WEB_IDENTITY_TOKEN_FILE=/var/run/secrets/eks.amazonaws.com/serviceaccount/token", "AWS_REGION=us-east-1"]
+"#;
+
+/// A job an identity rule matches: the rule's account and namespace, the token automounted
+/// (in spite of the runner-wide `false`), the projected token in the build container only,
+/// with the environment SDKs read (the rule's `AWS_REGION` over the token's), and the rule
+/// named on the pod.
+#[test]
+fn identity_rule_match() {
+    let mut case = Case::new(IDENTITY, job(json!({})));
+    case.job.ref_protected = Some(true);
+    insta::assert_yaml_snapshot!(
+        "identity_rule_match",
+        pick(
+            &case.view(),
+            &[
+                "/pod/metadata/namespace",
+                "/pod/metadata/annotations/oar.dev~1identity-rule",
+                "/pod/spec/serviceAccountName",
+                "/pod/spec/automountServiceAccountToken",
+                "/pod/spec/volumes",
+                "/pod/spec/containers/0/env",
+                "/pod/spec/containers/0/volumeMounts",
+                "/pod/spec/containers/1/volumeMounts",
+                "/warnings"
+            ]
+        )
+    );
+}
+
+/// No rule matches (unprotected ref): the runner's account, namespace and automount setting;
+/// the table's projected token still reaches the build container.
+#[test]
+fn identity_no_match_keeps_the_default_account() {
+    let case = Case::new(IDENTITY, job(json!({})));
+    insta::assert_yaml_snapshot!(
+        "identity_no_match",
+        pick(
+            &case.view(),
+            &[
+                "/pod/metadata/namespace",
+                "/pod/metadata/annotations/oar.dev~1identity-rule",
+                "/pod/spec/serviceAccountName",
+                "/pod/spec/automountServiceAccountToken",
+                "/pod/spec/containers/0/env",
+            ]
+        )
+    );
+}
+
+/// A projected token whose directory would cover the builds directory is refused.
+#[test]
+fn identity_projected_token_overlapping_builds() {
+    let tail = IDENTITY.replace(
+        "/var/run/secrets/eks.amazonaws.com/serviceaccount/token\"\n    expiration",
+        "/builds/token\"\n    expiration",
+    );
+    let case = Case::new(&tail, job(json!({})));
+    assert_eq!(
+        case.error(),
+        "the projected_token directory \"/builds\" and builds_dir \"/builds\" overlap"
+    );
 }

@@ -260,9 +260,21 @@ fn exists(at: At<'_>, n: &Node) -> Result<Vec<String>> {
 
 pub(crate) fn rules(job: Option<&str>, kw: &str, n: &Node, workflow: bool) -> Result<Vec<Rule>> {
     let at = At::new(job, kw);
-    let Value::Seq(items) = &n.value else {
+    let Value::Seq(top) = &n.value else {
         return Err(at.wrong(n, "an array of rules"));
     };
+    // Nested arrays are flattened, as GitLab does for `- !reference [.rules, rules]` among
+    // the rules.
+    fn flatten<'n>(items: &'n [Node], out: &mut Vec<&'n Node>, depth: usize) {
+        for item in items {
+            match &item.value {
+                Value::Seq(inner) if depth < 10 => flatten(inner, out, depth + 1),
+                _ => out.push(item),
+            }
+        }
+    }
+    let mut items = Vec::new();
+    flatten(top, &mut items, 0);
     let mut out = Vec::new();
     for item in items {
         let m = at.map(item)?;
@@ -1376,7 +1388,26 @@ pub(crate) fn model(top: &Map) -> Result<Model> {
 
 #[cfg(test)]
 mod tests {
-    use super::duration_seconds;
+    use super::{duration_seconds, rules};
+    use crate::yaml::parse_documents;
+
+    #[test]
+    fn nested_rule_arrays_are_flattened() {
+        // What `- !reference [.rules, on_main]` among a job's rules becomes.
+        let doc = parse_documents(
+            "r:\n  - [{if: $A}, [{if: $B}]]\n  - if: $C\n  - [{when: never}]\n",
+            "t.yml",
+        )
+        .unwrap()
+        .remove(0);
+        let (_, n) = doc.as_map().unwrap().get("r").unwrap();
+        let got = rules(Some("job"), "rules", n, false).unwrap();
+        let ifs: Vec<Option<&str>> = got
+            .iter()
+            .map(|r| r.if_.as_ref().map(|e| e.source()))
+            .collect();
+        assert_eq!(ifs, [Some("$A"), Some("$B"), Some("$C"), None]);
+    }
 
     #[test]
     fn durations() {

@@ -623,6 +623,31 @@ impl FakeGitlab {
         self.shared()
             .read(|st| st.jobs.get(&id).and_then(|j| j.payload.clone()))
     }
+
+    /// ID token signing moves to the next key, which `/oauth/discovery/keys` publishes beside
+    /// the previous one (GitLab's key rotation). Tokens of jobs handed out from now on carry
+    /// the new key's `kid`.
+    pub fn rotate_id_token_key(&self) {
+        self.shared().write(|st| st.id_token_keys.rotate());
+    }
+
+    /// GitLab's ID token claims for job `id` (enqueued) with audience `aud`, valid for an
+    /// hour: edit them and [`sign_id_token`](Self::sign_id_token) to make a token GitLab would
+    /// not have issued. `None` for an unknown job.
+    pub fn id_token_claims(&self, id: i64, aud: &str) -> Option<Value> {
+        let base = self.url();
+        self.shared().read(|st| {
+            let job = st.jobs.get(&id)?;
+            let project = st.projects.get(&job.spec.project_path)?;
+            Some(crate::id_tokens::claims(&base, job, project, aud, 3600))
+        })
+    }
+
+    /// An RS256 JWT of `claims`, signed as `signer` says.
+    pub fn sign_id_token(&self, claims: &Value, signer: crate::IdTokenSigner) -> String {
+        self.shared()
+            .read(|st| crate::id_tokens::sign(claims, &st.id_token_keys, signer))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

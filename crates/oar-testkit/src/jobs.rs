@@ -168,7 +168,7 @@ fn build_payload(st: &mut St, srv: &Server<'_>, id: i64, runner: &RunnerRecord) 
         let Some(project) = st.projects.get(&job.spec.project_path) else {
             return Vec::new();
         };
-        payload::build(srv, job, project, runner, deps)
+        payload::build(srv, job, project, runner, deps, &st.id_token_keys)
     };
     let Some(job) = st.jobs.get_mut(&id) else {
         return Vec::new();

@@ -35,6 +35,7 @@ pub mod cluster;
 mod faults;
 mod git;
 mod handle;
+mod id_tokens;
 mod jobs;
 mod payload;
 mod runners;
@@ -50,6 +51,7 @@ mod util;
 mod wait;
 
 pub use handle::{FakeGitlab, StartOptions};
+pub use id_tokens::IdTokenSigner;
 pub use spec::JobSpec;
 pub use tls::TlsOptions;
 pub use types::{

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::id_tokens::{self, IdTokenKeys, IdTokenSigner};
 use crate::state::{Job, Project};
 use crate::types::RunnerRecord;
 use crate::util;
@@ -102,6 +103,7 @@ fn variables(
     project: &Project,
     runner: &RunnerRecord,
     repo_url: &str,
+    keys: &IdTokenKeys,
 ) -> Vec<Value> {
     let p = &project.path;
     let (namespace, name) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
@@ -171,6 +173,19 @@ fn variables(
     if let Some(d) = job.spec.depth {
         v.push(var("GIT_DEPTH", d.to_string()));
     }
+    if let Some(env) = &job.spec.environment {
+        v.push(var("CI_ENVIRONMENT_NAME", env.clone()));
+        v.push(var("CI_ENVIRONMENT_SLUG", util::slugify(env)));
+        v.push(var("CI_ENVIRONMENT_TIER", "other"));
+    }
+    for (name, aud) in &job.spec.id_tokens {
+        let claims = id_tokens::claims(srv.base_url, job, project, aud, job.spec.timeout);
+        v.push(secret(
+            name,
+            &id_tokens::sign(&claims, keys, IdTokenSigner::Current),
+            true,
+        ));
+    }
     v.extend(job.spec.variables.iter().cloned());
     v
 }
@@ -198,6 +213,7 @@ pub(crate) fn build(
     project: &Project,
     runner: &RunnerRecord,
     dependencies: Vec<Value>,
+    keys: &IdTokenKeys,
 ) -> Value {
     let scheme = scheme_of(srv.base_url);
     let host_port = srv
@@ -251,7 +267,7 @@ pub(crate) fn build(
             "runner_session_url": null,
             "uuid": "0b7d5c3e-2f41-4a8e-9c6d-71e0f2a4b9c8",
         },
-        "variables": variables(srv, job, project, runner, &repo_url),
+        "variables": variables(srv, job, project, runner, &repo_url, keys),
         "steps": steps(job, timeout),
         "hooks": spec.hooks,
         "image": spec.image,

@@ -60,6 +60,7 @@ fn router(shared: Arc<Shared>) -> Router {
             post(artifacts::upload).get(artifacts::download),
         )
         .route("/storage/artifacts/{link}", get(artifacts::storage))
+        .route("/oauth/discovery/keys", get(crate::id_tokens::jwks))
         .fallback(git::handle)
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)

@@ -39,6 +39,8 @@ pub struct JobSpec {
     pub(crate) allow_failure: bool,
     pub(crate) mutate: Option<Mutator>,
     pub(crate) raw: Option<Vec<u8>>,
+    pub(crate) id_tokens: Vec<(String, String)>,
+    pub(crate) environment: Option<String>,
 }
 
 fn strings<I: IntoIterator<Item = S>, S: Into<String>>(lines: I) -> Vec<String> {
@@ -82,6 +84,8 @@ impl JobSpec {
             allow_failure: false,
             mutate: None,
             raw: None,
+            id_tokens: Vec::new(),
+            environment: None,
         }
     }
 
@@ -283,6 +287,22 @@ impl JobSpec {
     /// Job token (default: a random `glcbt-…`).
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
+        self
+    }
+
+    /// An ID token (`id_tokens: NAME: aud: AUD` in `.gitlab-ci.yml`): a masked variable
+    /// `name` holding an RS256 JWT with GitLab's claims for this job, signed by the current
+    /// key of [`crate::FakeGitlab::rotate_id_token_key`] and verifiable against
+    /// `/oauth/discovery/keys`. It expires with the job's timeout.
+    pub fn id_token(mut self, name: &str, aud: &str) -> Self {
+        self.id_tokens.push((name.to_owned(), aud.to_owned()));
+        self
+    }
+
+    /// The job's `environment:` name (`CI_ENVIRONMENT_NAME`, `CI_ENVIRONMENT_SLUG`,
+    /// `CI_ENVIRONMENT_TIER` and the ID tokens' `environment` claim).
+    pub fn environment(mut self, name: &str) -> Self {
+        self.environment = Some(name.to_owned());
         self
     }
 

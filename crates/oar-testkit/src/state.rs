@@ -154,6 +154,8 @@ pub(crate) struct State {
     pub next_job_id: i64,
     pub next_project_id: i64,
     pub next_pipeline_id: i64,
+    /// ID token signing and published keys.
+    pub id_token_keys: crate::id_tokens::IdTokenKeys,
 }
 
 impl State {
@@ -175,6 +177,7 @@ impl State {
             next_job_id: 1001,
             next_project_id: 17,
             next_pipeline_id: 901,
+            id_token_keys: crate::id_tokens::IdTokenKeys::default(),
         }
     }
 

@@ -6,9 +6,11 @@ use crate::job::{JobEnv, settings};
 use anyhow::Context;
 use oar_config::{ExposeSecret, KubernetesConfig, RunnerConfig};
 use oar_gitlab::JobResponse;
+use oar_gitlab::id_token::{Expected, Verifier, VerifierConfig};
 use oar_job::agent::{AgentPayload, PAYLOAD_VERSION};
 use oar_job::report::Reporter;
 use oar_job::{FailureReason, JobContext, JobControl, JobOutcome, TraceLog, TraceLogOptions};
+use oar_kube::identity::{self, IdTokenCheck, IdTokens};
 use oar_kube::lifecycle::{JobPod, JobPods, LifecycleOptions, PodEnd};
 use oar_kube::pod::{PodInput, build_payload_secret, build_pod};
 use std::collections::BTreeMap;
@@ -28,6 +30,9 @@ pub fn default_helper_image() -> String {
 pub struct KubeExecutor {
     pods: JobPods,
     namespace: String,
+    /// Verifies the ID tokens of `require_id_token` identity rules; made from the runner's
+    /// GitLab client at the first job that needs it, then shared (it caches GitLab's keys).
+    verifier: std::sync::OnceLock<Verifier>,
     /// Bounds the job pods being built and created at once (see [`CREATING_AT_ONCE`]).
     creating: tokio::sync::Semaphore,
 }
@@ -103,19 +108,23 @@ pub async fn connect(
                  (the manager needs a ClusterRole: rbac.clusterWideAccess in the chart)",
             )?
     } else {
-        JobPods::start_with(
-            client,
-            std::slice::from_ref(&namespace),
-            runner.short_token(),
-            shutdown,
-            options,
-        )
-        .await
-        .with_context(|| format!("cannot watch pods in namespace {namespace:?}"))?
+        // The runner's namespace and those of its identity rules.
+        let mut namespaces = vec![namespace.clone()];
+        for rule in &k.identity {
+            if let Some(ns) = &rule.namespace
+                && !namespaces.contains(ns)
+            {
+                namespaces.push(ns.clone());
+            }
+        }
+        JobPods::start_with(client, &namespaces, runner.short_token(), shutdown, options)
+            .await
+            .with_context(|| format!("cannot watch pods in namespaces {namespaces:?}"))?
     };
     Ok(Arc::new(KubeExecutor {
         pods,
         namespace,
+        verifier: std::sync::OnceLock::new(),
         creating: tokio::sync::Semaphore::new(CREATING_AT_ONCE),
     }))
 }
@@ -283,6 +292,7 @@ async fn create_pod(
         slot,
         random_suffix()
     );
+    let id_tokens = verify_id_tokens(env, exec, &k, &ctx.job).await?;
     let patch_files = BTreeMap::new();
     let helper_image = default_helper_image();
     let built = build_pod(&PodInput {
@@ -299,6 +309,7 @@ async fn create_pod(
         project_dir: &ctx.layout.project_dir,
         timeout: ctx.timeout,
         default_helper_image: &helper_image,
+        id_tokens: &id_tokens,
     })
     .map_err(|e| config(e.to_string()))?;
     let (cache_urls, mut warnings) = crate::cache::urls_for_job(&env.iam, runner, &ctx).await;
@@ -331,6 +342,73 @@ async fn create_pod(
         .map_err(|e| system(format!("cannot create the job pod: {e}")))?;
     tracing::info!(job_id, pod = %pod.display_name(), "job pod created");
     Ok((pod, k.poll_timeout))
+}
+
+/// Verifies the job's ID tokens that identity rules ask for (`require_id_token`). A token
+/// that does not verify is not an error here: the rules that need it do not match, and a job
+/// asking for their account is refused with the reason.
+async fn verify_id_tokens(
+    env: &JobEnv,
+    exec: &KubeExecutor,
+    k: &KubernetesConfig,
+    job: &JobResponse,
+) -> Result<IdTokens, (FailureReason, String)> {
+    let mut out = IdTokens::new();
+    let names = identity::id_token_variables(k);
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let verifier = match exec.verifier.get() {
+        Some(v) => v,
+        None => {
+            let s = &k.id_token;
+            let config = VerifierConfig::for_client(
+                &env.client,
+                &s.audience,
+                s.issuer.as_deref(),
+                s.jwks_url.as_deref(),
+            )
+            .map_err(|e| {
+                (
+                    FailureReason::RunnerConfigurationError,
+                    format!("[runners.kubernetes.id_token]: {e}"),
+                )
+            })?;
+            exec.verifier
+                .get_or_init(|| Verifier::new(&env.client, config))
+        }
+    };
+    let expected = Expected {
+        job_id: job.id,
+        project_path: &job.job_info.project_full_path,
+        git_ref: &job.git_info.git_ref,
+        ref_protected: job.ref_protected,
+        environment: identity::payload_environment(job),
+    };
+    for name in names {
+        // GitLab sends each ID token as a variable; the last definition wins.
+        let Some(token) = job
+            .variables
+            .iter()
+            .rev()
+            .find(|v| v.key == name)
+            .map(|v| v.value.as_str())
+            .filter(|t| !t.is_empty())
+        else {
+            continue;
+        };
+        let check = match verifier.verify(token, &expected).await {
+            Ok(v) => IdTokenCheck::Verified {
+                environment: v.environment,
+            },
+            Err(e) => {
+                tracing::info!(job_id = job.id, variable = name, reason = %e, "ID token refused");
+                IdTokenCheck::Refused(e.to_string())
+            }
+        };
+        out.insert(name.to_owned(), check);
+    }
+    Ok(out)
 }
 
 /// Waits for a job pod's end, reports what the pod could not, and deletes it. `None` when the

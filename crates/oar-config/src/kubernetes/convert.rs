@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
+use super::identity::{self, IdTokenSettings, IdentityRule, ProjectedToken};
 use super::wire::KubernetesWire;
 use super::{
     Affinity, ContainerLifecycle, ContainerSecurityContext, DnsPolicy, KubernetesConfig,
@@ -47,6 +48,21 @@ impl KubernetesConfig {
             non_negative::<u64>(&p.key("retry_backoff_max"), w.retry_backoff_max)?.unwrap_or(2000);
         let dns_policy = dns_policy(p, w.dns_policy.as_deref(), ctx);
         pod::check_host_aliases(&w.host_aliases, &p.key("host_aliases"))?;
+        let identity = std::mem::take(&mut w.identity)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| IdentityRule::from_wire(r, &p.key("identity").index(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        identity::check_rules(
+            &identity,
+            w.service_account.as_deref().filter(|s| !s.is_empty()),
+        )?;
+        let id_token = IdTokenSettings::from_wire(w.id_token.take(), &p.key("id_token"))?;
+        let projected_token = w
+            .projected_token
+            .take()
+            .map(|t| ProjectedToken::from_wire(t, &p.key("projected_token")))
+            .transpose()?;
         Ok(Self {
             host: non_empty(w.host),
             context: non_empty(w.context),
@@ -201,6 +217,9 @@ impl KubernetesConfig {
             pod_disruption_budget: w.pod_disruption_budget.unwrap_or(false),
             suspend_pvc_size: quantity(&p.key("suspend_pvc_size"), w.suspend_pvc_size)?,
             suspend_pvc_storage_class: non_empty(w.suspend_pvc_storage_class),
+            identity,
+            id_token,
+            projected_token,
         })
     }
 }

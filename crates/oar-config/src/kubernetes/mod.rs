@@ -3,6 +3,7 @@
 
 mod affinity;
 mod convert;
+mod identity;
 mod pod;
 mod resources;
 mod security;
@@ -19,6 +20,9 @@ use secrecy::SecretString;
 pub use affinity::{
     Affinity, LabelSelector, NodeAffinity, NodeSelector, NodeSelectorTerm, PodAffinity,
     PodAffinityTerm, PreferredSchedulingTerm, SelectorRequirement, WeightedPodAffinityTerm,
+};
+pub use identity::{
+    DEFAULT_ID_TOKEN_AUDIENCE, IdTokenSettings, IdentityRule, ProjectedToken, RefType,
 };
 pub use pod::{
     ContainerLifecycle, DnsConfig, DnsOption, ExecAction, HostAlias, HttpGetAction, HttpHeader,
@@ -234,6 +238,17 @@ pub struct KubernetesConfig {
     pub suspend_pvc_size: Option<Quantity>,
     /// `suspend_pvc_storage_class` (suspendable environments; not used by Oar).
     pub suspend_pvc_storage_class: Option<String>,
+
+    /// `[[runners.kubernetes.identity]]` (Oar's own): which jobs run as which ServiceAccount,
+    /// checked in order, first match wins. An account named by a rule is *guarded*: a job
+    /// asking for it (`KUBERNETES_SERVICE_ACCOUNT_OVERWRITE`) must match one of its rules.
+    pub identity: Vec<IdentityRule>,
+    /// `[runners.kubernetes.id_token]` (Oar's own): how ID tokens of `require_id_token`
+    /// rules are verified.
+    pub id_token: IdTokenSettings,
+    /// `[runners.kubernetes.projected_token]` (Oar's own): a ServiceAccount token with its
+    /// own audience in every build container (a rule's own replaces it). Default: none.
+    pub projected_token: Option<ProjectedToken>,
 }
 
 /// GitLab Runner's defaults: the config of an empty `[runners.kubernetes]` table.

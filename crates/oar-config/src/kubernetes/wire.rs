@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::affinity::Affinity;
+use super::identity::{IdTokenWire, IdentityRuleWire, ProjectedTokenWire};
 use super::pod::{ContainerLifecycle, DnsConfig, HostAlias};
 use super::security::{ContainerSecurityContextWire, PodSecurityContextWire};
 use super::volumes::VolumesWire;
@@ -148,6 +149,11 @@ pub(crate) struct KubernetesWire {
     // Newer extras.
     pub(crate) suspend_pvc_size: Option<String>,
     pub(crate) suspend_pvc_storage_class: Option<String>,
+
+    // Oar's own: per-job identity.
+    pub(crate) identity: Vec<IdentityRuleWire>,
+    pub(crate) id_token: Option<IdTokenWire>,
+    pub(crate) projected_token: Option<ProjectedTokenWire>,
 }
 
 /// `[[runners.kubernetes.services]]`.

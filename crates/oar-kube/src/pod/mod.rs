@@ -27,6 +27,16 @@
 //! volumes; services mount builds and the user volumes (they have no business with the step
 //! scripts, which hold the job's secrets).
 //!
+//! The ServiceAccount is decided by [`crate::identity`]: GitLab Runner's
+//! `KUBERNETES_SERVICE_ACCOUNT_OVERWRITE` for accounts no identity rule guards, else the first
+//! `[[runners.kubernetes.identity]]` rule the job matches (its account and namespace, the
+//! annotation [`ANNOTATION_IDENTITY_RULE`], `automountServiceAccountToken: true` so that the
+//! account's token reaches the build container whatever the runner-wide setting, and the
+//! rule's `environment` in the build container), else `service_account`. A `projected_token`
+//! (the rule's, else the table's) is a `serviceAccountToken` projection with its own audience,
+//! mounted read-only in the build container only, at the configured path's directory, with its
+//! `environment` (not secrets: token paths and role names) in the build container's env.
+//!
 //! `activeDeadlineSeconds` is the job timeout plus [`ACTIVE_DEADLINE_MARGIN`] (GitLab Runner
 //! adds 1 s; Oar's helper enforces the timeout itself and then still has to upload artifacts
 //! on failure and send the final state, so Kubernetes only steps in when the pod is stuck).
@@ -72,6 +82,7 @@ use oar_job::vars::Variables;
 use serde_json::Value;
 
 use crate::error::PodError;
+use crate::identity::{self, IdTokens, OVERWRITE_VARIABLE};
 use crate::{glob, patch, wrapper};
 
 use overwrites::Overwrites;
@@ -92,6 +103,8 @@ pub const SCRIPTS_VOLUME: &str = "scripts";
 pub const LOGS_VOLUME: &str = "logs";
 /// The payload Secret volume (helper only).
 pub const PAYLOAD_VOLUME: &str = "payload";
+/// The projected ServiceAccount token volume (`projected_token`; build container only).
+pub const CLOUD_TOKEN_VOLUME: &str = "oar-cloud-token";
 /// Where the helper sees the payload Secret.
 pub const SECRET_MOUNT_PATH: &str = "/oar/secret";
 /// The payload's key in the Secret.
@@ -115,6 +128,8 @@ pub const MANAGED_BY: &str = "oar";
 pub const LABEL_RUNNER: &str = "oar.dev/runner";
 /// Label with the GitLab job id.
 pub const LABEL_JOB_ID: &str = "oar.dev/job-id";
+/// Annotation naming the identity rule that gave the pod its ServiceAccount.
+pub const ANNOTATION_IDENTITY_RULE: &str = "oar.dev/identity-rule";
 
 /// Everything a job pod is built from.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +162,9 @@ pub struct PodInput<'a> {
     pub timeout: Duration,
     /// The helper image when `helper_image` is unset.
     pub default_helper_image: &'a str,
+    /// The job's verified ID tokens, for `require_id_token` identity rules
+    /// ([`crate::identity::id_token_variables`] says which to verify).
+    pub id_tokens: &'a IdTokens,
 }
 
 /// A built pod and what goes with it.
@@ -442,6 +460,54 @@ fn pull_policies(
     Ok(effective)
 }
 
+/// The build container's env: the wrapper's directories, then the identity's `KEY=VALUE`
+/// pairs (not secrets: role names and token paths), a later key replacing an earlier one.
+fn build_env(paths: &Paths, identity: &[(String, String)]) -> Option<Vec<EnvVar>> {
+    let fixed = [
+        (wrapper::ENV_SCRIPTS_DIR, paths.scripts.as_str()),
+        (wrapper::ENV_LOGS_DIR, paths.logs.as_str()),
+    ];
+    let mut out: Vec<EnvVar> = Vec::new();
+    let own = identity
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter(|(k, _)| !fixed.iter().any(|(f, _)| f == k));
+    for (key, value) in fixed.into_iter().chain(own) {
+        let var = EnvVar {
+            name: key.to_owned(),
+            value: Some(value.to_owned()),
+            value_from: None,
+        };
+        match out.iter_mut().find(|e| e.name == var.name) {
+            Some(slot) => *slot = var,
+            None => out.push(var),
+        }
+    }
+    Some(out)
+}
+
+/// The `projected_token` volume: the pod's ServiceAccount token for `audience`.
+fn cloud_token_volume(token: &oar_config::kubernetes::ProjectedToken) -> Volume {
+    use k8s_openapi::api::core::v1::{
+        ProjectedVolumeSource, ServiceAccountTokenProjection, VolumeProjection,
+    };
+    Volume {
+        name: CLOUD_TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(token.audience.clone()),
+                    expiration_seconds: token.expiration_seconds,
+                    path: token.file_name().to_owned(),
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    }
+}
+
 fn env(pairs: &[(&str, &str)]) -> Option<Vec<EnvVar>> {
     Some(
         pairs
@@ -712,9 +778,25 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
     let mut warnings = Vec::new();
 
     check_settings(input, &mut warnings)?;
-    let ov = overwrites::evaluate(cfg, vars, &mut warnings)?;
+    let requested = vars.value(OVERWRITE_VARIABLE).filter(|v| !v.is_empty());
+    let guarded = requested
+        .as_deref()
+        .filter(|a| identity::is_guarded(cfg, a));
+    let ov = overwrites::evaluate(cfg, vars, guarded.is_some(), &mut warnings)?;
+    let overwritten =
+        guarded.is_none() && requested.is_some() && cfg.service_account_overwrite_allowed.is_some();
+    let identity = identity::decide(
+        cfg,
+        input.job,
+        input.id_tokens,
+        guarded,
+        ov.service_account.clone(),
+        overwritten,
+    )?;
 
-    let (namespace, namespace_source) = match &ov.namespace {
+    let (namespace, namespace_source) = match identity.namespace.as_ref().or(ov.namespace.as_ref())
+    {
+        Some(ns) if identity.namespace.is_some() => (ns.clone(), "namespace (identity rule)"),
         Some(ns) if vars.value("KUBERNETES_NAMESPACE_OVERWRITE").as_deref() == Some(ns) => {
             (ns.clone(), "namespace (KUBERNETES_NAMESPACE_OVERWRITE)")
         }
@@ -723,7 +805,7 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
         None => (input.namespace_default.to_owned(), "namespace"),
     };
     names::check_label(namespace_source, &namespace)?;
-    if let Some(sa) = &ov.service_account {
+    if let Some(sa) = &identity.service_account {
         names::check_subdomain(
             "service account (service_account, KUBERNETES_SERVICE_ACCOUNT_OVERWRITE)",
             sa,
@@ -731,6 +813,22 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
     }
     names::check_subdomain("pod name", input.pod_name)?;
     let paths = paths(input)?;
+    if let Some(token) = &identity.projected_token {
+        for (what, path) in [
+            ("builds_dir", paths.builds.as_str()),
+            ("the scripts directory", paths.scripts.as_str()),
+            ("the logs directory", paths.logs.as_str()),
+        ] {
+            if overlap(token.directory(), path) {
+                return Err(PodError::OverlappingPaths {
+                    first: "the projected_token directory",
+                    first_path: token.directory().to_owned(),
+                    second: what,
+                    second_path: path.to_owned(),
+                });
+            }
+        }
+    }
 
     // Images.
     let config_image = cfg
@@ -804,7 +902,13 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
     };
 
     // Volumes and mounts.
-    let reserved = [BUILDS_VOLUME, SCRIPTS_VOLUME, LOGS_VOLUME, PAYLOAD_VOLUME];
+    let reserved = [
+        BUILDS_VOLUME,
+        SCRIPTS_VOLUME,
+        LOGS_VOLUME,
+        PAYLOAD_VOLUME,
+        CLOUD_TOKEN_VOLUME,
+    ];
     let user = volumes::user_volumes(&cfg.volumes, vars, &reserved)?;
     let builds_replaced = user
         .mounts
@@ -826,6 +930,9 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
         }),
         ..Default::default()
     });
+    if let Some(token) = &identity.projected_token {
+        pod_volumes.push(cloud_token_volume(token));
+    }
     pod_volumes.extend(user.volumes);
     let step_mounts: Vec<VolumeMount> = builds_mounts
         .iter()
@@ -838,6 +945,12 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
     let build_mounts: Vec<VolumeMount> = step_mounts
         .iter()
         .cloned()
+        .chain(
+            identity
+                .projected_token
+                .iter()
+                .map(|t| mount(CLOUD_TOKEN_VOLUME, t.directory(), true)),
+        )
         .chain(user.mounts.iter().cloned())
         .collect();
     let helper_mounts: Vec<VolumeMount> = step_mounts
@@ -871,10 +984,7 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
         image_pull_policy: first_policy(BUILD_CONTAINER),
         command: build_command,
         args: build_args,
-        env: env(&[
-            (wrapper::ENV_SCRIPTS_DIR, &paths.scripts),
-            (wrapper::ENV_LOGS_DIR, &paths.logs),
-        ]),
+        env: build_env(&paths, &identity.environment),
         resources: convert::resources(&ov.build),
         security_context: Some(convert::container_security_context(
             cfg,
@@ -929,7 +1039,11 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
 
     // Metadata.
     let labels = labels(input, &ov, &mut warnings)?;
-    let annotations = annotations(input, &ov)?;
+    let mut annotations = annotations(input, &ov)?;
+    if let Some(rule) = identity.rule.and_then(|i| cfg.identity.get(i)) {
+        // Which rule gave the pod its account, for whoever reviews the pods.
+        annotations.insert(ANNOTATION_IDENTITY_RULE.to_owned(), rule.path.to_string());
+    }
     for (key, value) in &ov.node_selector {
         names::check_key(
             "node selector key (node_selector, KUBERNETES_NODE_SELECTOR_*)",
@@ -993,7 +1107,13 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
     let spec = PodSpec {
         active_deadline_seconds,
         affinity: cfg.affinity.as_ref().map(convert::affinity),
-        automount_service_account_token: cfg.automount_service_account_token,
+        // A rule's account is there for the job's own use: its token must reach the build
+        // container, whatever the runner-wide setting.
+        automount_service_account_token: if identity.rule.is_some() {
+            Some(true)
+        } else {
+            cfg.automount_service_account_token
+        },
         containers,
         dns_config: cfg.dns_config.as_ref().and_then(convert::dns_config),
         dns_policy: Some(convert::dns_policy(cfg.dns_policy)),
@@ -1006,7 +1126,7 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
         runtime_class_name: cfg.runtime_class_name.clone(),
         scheduler_name: cfg.scheduler_name.clone(),
         security_context: convert::pod_security_context(cfg.pod_security_context.as_ref()),
-        service_account_name: ov.service_account.clone(),
+        service_account_name: identity.service_account.clone(),
         termination_grace_period_seconds: cfg
             .pod_termination_grace_period_seconds
             .and_then(|s| i64::try_from(s).ok()),

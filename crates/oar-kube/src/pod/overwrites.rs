@@ -59,9 +59,12 @@ const CONTAINER_RESOURCES: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// `guarded_service_account`: the job asks for an account an identity rule guards; the
+/// rule decides ([`crate::identity`]), so the upstream gate is not applied to it.
 pub(crate) fn evaluate(
     config: &KubernetesConfig,
     vars: &Variables,
+    guarded_service_account: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Overwrites, PodError> {
     let namespace = scalar(
@@ -72,14 +75,18 @@ pub(crate) fn evaluate(
         config.namespace_overwrite_allowed.as_ref(),
         warnings,
     )?;
-    let service_account = scalar(
-        vars,
-        "KUBERNETES_SERVICE_ACCOUNT_OVERWRITE",
-        "service_account_overwrite_allowed",
-        config.service_account.clone(),
-        config.service_account_overwrite_allowed.as_ref(),
-        warnings,
-    )?;
+    let service_account = if guarded_service_account {
+        config.service_account.clone()
+    } else {
+        scalar(
+            vars,
+            "KUBERNETES_SERVICE_ACCOUNT_OVERWRITE",
+            "service_account_overwrite_allowed",
+            config.service_account.clone(),
+            config.service_account_overwrite_allowed.as_ref(),
+            warnings,
+        )?
+    };
     let pod_labels = map(
         vars,
         "KUBERNETES_POD_LABELS_",

@@ -55,6 +55,17 @@ pub(super) struct JobRequest {
     pipeline_id: Option<i64>,
     #[serde(default)]
     hooks: Vec<Hook>,
+    environment: Option<String>,
+    /// `id_tokens:` of the job: variable name → `{"aud": ...}`.
+    #[serde(default)]
+    id_tokens: std::collections::BTreeMap<String, IdTokenRequest>,
+}
+
+/// One entry of `id_tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdTokenRequest {
+    aud: String,
 }
 
 /// A job variable.
@@ -179,6 +190,12 @@ impl JobRequest {
         }
         if let Some(p) = self.protected {
             spec = spec.protected(p);
+        }
+        if let Some(env) = &self.environment {
+            spec = spec.environment(env);
+        }
+        for (name, token) in &self.id_tokens {
+            spec = spec.id_token(name, &token.aud);
         }
         let tags: Vec<&str> = self.tags.iter().map(String::as_str).collect();
         spec = spec.tags(&tags);

@@ -59,6 +59,7 @@ pub(crate) fn router(gitlab: WeakGitlab) -> Router {
         .route("/_fake/requests", get(runners::requests))
         .route("/_fake/violations", get(runners::violations))
         .route("/_fake/settings", put(runners::settings))
+        .route("/_fake/id_tokens/rotate", post(rotate_id_token_key))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::disable())
@@ -169,6 +170,14 @@ pub(crate) async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AdminError::internal(format!("worker failed: {e}")))
+}
+
+/// `POST /_fake/id_tokens/rotate`: the next key signs ID tokens ([`FakeGitlab::rotate_id_token_key`]).
+async fn rotate_id_token_key(
+    axum::extract::State(gitlab): axum::extract::State<WeakGitlab>,
+) -> Result<StatusCode, AdminError> {
+    upgrade(&gitlab)?.rotate_id_token_key();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn no_route(method: Method, uri: Uri) -> AdminError {
