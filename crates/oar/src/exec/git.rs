@@ -251,6 +251,63 @@ impl Checkout {
         Ok(files)
     }
 
+    /// The files that differ between `reference` and the work tree (committed or not, and
+    /// untracked ones), for `changes:compare_to`; `None` when git knows no such ref.
+    pub async fn changed_files_against(
+        &self,
+        reference: &str,
+    ) -> anyhow::Result<Option<Vec<String>>> {
+        let commit = format!("{reference}^{{commit}}");
+        let Some(base) = git(&self.root, &["rev-parse", "--verify", "-q", &commit]).await? else {
+            return Ok(None);
+        };
+        let diff = ["diff", "--name-only", "--relative", "-z", base.as_str()];
+        let others = ["ls-files", "-z", "--others", "--exclude-standard"];
+        let (diff, untracked) = tokio::join!(git(&self.root, &diff), git(&self.root, &others));
+        let mut files: Vec<String> = [diff?, untracked?]
+            .iter()
+            .flatten()
+            .flat_map(|out| out.split('\0'))
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(Some(files))
+    }
+
+    /// GitLab's `cache:key:files` key: the SHA-1 of the sorted last commits that changed each
+    /// file (or pattern), joined by `-`; `default` when no commit changed any. A file with
+    /// uncommitted changes was last changed by the work tree's `snapshot`.
+    pub async fn files_digest(&self, files: &[String], snapshot: &str) -> anyhow::Result<String> {
+        use sha1::Digest as _;
+        let mut ids = Vec::new();
+        for file in files {
+            let spec = format!(":(glob){file}");
+            let log = ["log", "-1", "--format=%H", "HEAD", "--", spec.as_str()];
+            let status = [
+                "status",
+                "--porcelain",
+                "--untracked-files=all",
+                "--",
+                spec.as_str(),
+            ];
+            let (last, dirty) = tokio::join!(git(&self.root, &log), git(&self.root, &status));
+            if dirty?.is_some_and(|d| !d.is_empty()) {
+                ids.push(snapshot.to_string());
+            } else if let Some(id) = last?.filter(|id| !id.is_empty()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok("default".into());
+        }
+        let digest = sha1::Sha1::digest(ids.join("-").as_bytes());
+        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The files changed against the default branch (from where this commit left it) plus the
     /// uncommitted ones, for `changes`; `None` when the default branch is unknown here, which
     /// makes every `changes` true, as GitLab does for a push with no diff to compare to.

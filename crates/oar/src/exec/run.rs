@@ -335,6 +335,26 @@ fn print_output(
 }
 
 /// Runs the plan; the jobs' results in plan order, and whether the pipeline passed.
+/// The key of every `cache:key:files` list of the plan.
+async fn file_keys(
+    plan: &Plan,
+    checkout: &Checkout,
+    snapshot: &str,
+) -> anyhow::Result<std::collections::HashMap<Vec<String>, String>> {
+    let mut keys = std::collections::HashMap::new();
+    for job in &plan.jobs {
+        for cache in &job.caches {
+            if let oar_pipeline::model::CacheKey::Files { files, .. } = &cache.key
+                && !keys.contains_key(files)
+            {
+                let digest = checkout.files_digest(files, snapshot).await?;
+                keys.insert(files.clone(), digest);
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// Makes `.oar/` (ignoring itself, so it never shows in `git status` or in a snapshot) and
 /// the snapshot commit of the work tree the jobs fetch ([`snapshot`]).
 pub async fn prepare(checkout: &Checkout) -> anyhow::Result<String> {
@@ -390,7 +410,7 @@ pub async fn run(
     let facts = PipelineFacts {
         server_url: coordinator.url(),
         predefined: checkout.predefined(1),
-        sha,
+        sha: sha.clone(),
         ref_name: checkout.ref_name().to_string(),
         ref_type: if checkout.branch.is_none() && checkout.tag.is_some() {
             "tag".into()
@@ -400,6 +420,7 @@ pub async fn run(
         refspec: "+refs/oar/exec:refs/remotes/origin/oar-exec".into(),
         project_path: checkout.project_path.clone(),
         pipeline_id: 1,
+        file_keys: file_keys(plan, checkout, &sha).await?,
     };
     let mut ids: Vec<JobIdentity> = (0..plan.jobs.len())
         .map(|i| JobIdentity {
