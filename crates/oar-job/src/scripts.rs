@@ -72,7 +72,7 @@ fn prologue(w: &mut ScriptWriter, ctx: &JobContext, env_only: bool, job_status: 
     let env_file = format!("{tmp}/gitlab_runner_env");
     w.export("GITLAB_ENV", &env_file);
     if !env_only {
-        w.line(format!("touch {}", quote(&env_file)));
+        w.touch(&env_file);
         w.line(format!(
             "while IFS= read -r line || [ -n \"$line\" ]; do [ -n \"$line\" ] && export \"$line\"; done < {}",
             quote(&env_file)
@@ -103,7 +103,8 @@ fn hook(ctx: &JobContext, name: &str) -> Vec<String> {
 /// `prepare_script`.
 pub fn prepare(ctx: &JobContext) -> StageScript {
     let mut w = ScriptWriter::new();
-    w.line("printf 'Running on %s...\\n' \"$(hostname 2>/dev/null || uname -n)\"");
+    // bash knows its host name; other shells ask.
+    w.line("printf 'Running on %s...\\n' \"${HOSTNAME:-$(hostname 2>/dev/null || uname -n)}\"");
     w.rm_files(&[format!("{}/gitlab_runner_env", ctx.layout.tmp_dir)]);
     finish(ctx, Stage::Prepare, &w)
 }
@@ -199,15 +200,17 @@ fn fetch_sources(
         });
     }
     // Stale locks left by a killed job.
-    for lock in [
+    let locks: Vec<String> = [
         "index.lock",
         "shallow.lock",
         "HEAD.lock",
         "hooks/post-checkout",
         "config.lock",
-    ] {
-        w.rm_files(&[format!("{dir}/.git/{lock}")]);
-    }
+    ]
+    .iter()
+    .map(|lock| format!("{dir}/.git/{lock}"))
+    .collect();
+    w.rm_files(&locks);
     w.line(format!(
         "if [ -d {q}/.git/refs ]; then find {q}/.git/refs -type f -name '*.lock' -exec rm -f {{}} + ; fi",
         q = quote(dir)
@@ -216,14 +219,18 @@ fn fetch_sources(
     let template = format!("{tmp}/git-template");
     let ext = format!("{tmp}/.gitlab-runner.ext.conf");
     w.mkdir(&template);
-    for (k, v) in [
-        ("init.defaultBranch", "none"),
-        ("fetch.recurseSubmodules", "false"),
-        ("credential.interactive", "never"),
-        ("gc.autoDetach", "false"),
-    ] {
-        w.command(["git", "config", "-f", &format!("{template}/config"), k, v]);
-    }
+    // The template's config, as `git config -f` would write it, without a git process per key.
+    let template_config = format!(
+        "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n\
+         [credential]\n\tinteractive = never\n[gc]\n\tautoDetach = false\n\
+         [include]\n\tpath = {}\n",
+        git_config_value(&ext)
+    );
+    w.line(format!(
+        "printf '%s' {} > {}",
+        quote(&template_config),
+        quote(&format!("{template}/config"))
+    ));
     w.rm_files(std::slice::from_ref(&ext));
     if let Some(creds) = creds.filter(|c| !c.username().is_empty() || c.password().is_some()) {
         let mut host_root = creds.clone();
@@ -242,25 +249,19 @@ fn fetch_sources(
         let mut cred_remote_root = remote_root.clone();
         let _ = cred_remote_root.set_username(creds.username());
         let _ = cred_remote_root.set_password(creds.password());
-        w.command([
-            "git",
-            "config",
-            "-f",
-            &ext,
-            "--replace-all",
-            &format!("url.{cred_remote_root}.insteadOf"),
-            remote_root.as_str(),
-        ]);
+        // The file was just removed: this is what `git config -f --replace-all` writes.
+        let ext_config = format!(
+            "[url {}]\n\tinsteadOf = {}\n",
+            git_config_value(cred_remote_root.as_str()),
+            git_config_value(remote_root.as_str())
+        );
+        w.line(format!(
+            "printf '%s' {} > {}",
+            quote(&ext_config),
+            quote(&ext)
+        ));
     }
     git_tls_config(w, ctx, &remote, &ext);
-    w.command([
-        "git",
-        "config",
-        "-f",
-        &format!("{template}/config"),
-        "include.path",
-        &ext,
-    ]);
     w.export("GLR_EXT_GIT_CONFIG_PATH", &ext);
     let mut init = vec!["git", "init", dir, "--template", &template];
     let object_format = ctx.job.git_info.repo_object_format.as_str();
@@ -324,6 +325,24 @@ fn fetch_sources(
     } else {
         w.line(&fetch_line);
     }
+}
+
+/// `s` as a double-quoted git config value (or subsection name): `\\` and `"` escaped,
+/// newlines as `\n`.
+fn git_config_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `scheme://host[:port]` of the GitLab hosts git talks to: the remote's (after `clone_url`)
@@ -404,7 +423,8 @@ fn checkout(w: &mut ScriptWriter, ctx: &JobContext) {
         w.command(args);
     }
     if ctx.vars.bool("GIT_LFS_SKIP_SMUDGE") != Some(true) {
-        w.if_("git lfs version >/dev/null 2>&1");
+        // `command -v` first: without git-lfs on the PATH, no git process to find that out.
+        w.if_("command -v git-lfs >/dev/null 2>&1 && git lfs version >/dev/null 2>&1");
         w.line("git lfs pull");
         w.fi();
     }

@@ -127,18 +127,33 @@ impl ScriptWriter {
         self.line(format!("cd {}", quote(dir)))
     }
 
-    /// `mkdir -p 'dir'`.
+    /// `mkdir -p 'dir'`, run only when the directory is not there yet (a process less per
+    /// stage on a reused builds directory).
     pub fn mkdir(&mut self, dir: &str) -> &mut Self {
-        self.line(format!("mkdir -p {}", quote(dir)))
+        let q = quote(dir);
+        self.line(format!("[ -d {q} ] || mkdir -p {q}"))
     }
 
-    /// `rm -f 'file'...`.
+    /// `rm -f 'file'...`, run only when one of them exists (most often none does).
     pub fn rm_files(&mut self, files: &[String]) -> &mut Self {
         if files.is_empty() {
             return self;
         }
         let quoted: Vec<String> = files.iter().map(|f| quote(f)).collect();
-        self.line(format!("rm -f {}", quoted.join(" ")))
+        let exists: Vec<String> = quoted
+            .iter()
+            .map(|q| format!("[ -e {q} ] || [ -h {q} ]"))
+            .collect();
+        self.line(format!(
+            "if {}; then rm -f {}; fi",
+            exists.join(" || "),
+            quoted.join(" ")
+        ))
+    }
+
+    /// Creates `file` when missing, keeping its contents (`touch` without a process).
+    pub fn touch(&mut self, file: &str) -> &mut Self {
+        self.line(format!(": >> {}", quote(file)))
     }
 
     /// Echoes a user command as GitLab does (`$ cmd` in green), then runs it as written.
@@ -171,7 +186,8 @@ impl ScriptWriter {
     pub fn finish(&self, debug_trace: bool) -> String {
         let mut s = String::new();
         s.push_str("trap 'exit 1' TERM\n\n");
-        s.push_str("case \"$(set -o)\" in *pipefail*) set -o pipefail;; esac\n");
+        // bash has pipefail; other shells are asked (a subshell, so not for bash).
+        s.push_str("if [ -n \"${BASH_VERSION:-}\" ]; then set -o pipefail; else case \"$(set -o)\" in *pipefail*) set -o pipefail;; esac; fi\n");
         if debug_trace {
             s.push_str("set -o xtrace\n");
         }
@@ -216,6 +232,48 @@ mod tests {
             );
             assert_eq!(String::from_utf8_lossy(&out.stdout), tricky, "{shell}");
         }
+    }
+
+    #[test]
+    fn file_helpers_create_and_remove_only_what_they_must() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a b/c");
+        let (d, f, g) = (
+            d.to_string_lossy().into_owned(),
+            format!("{}/it's", d.display()),
+            format!("{}/link", d.display()),
+        );
+        let mut w = ScriptWriter::new();
+        w.mkdir(&d).mkdir(&d).touch(&f);
+        w.line(format!("printf x >> {}", quote(&f))).touch(&f);
+        w.line(format!("ln -s /nonexistent {}", quote(&g)));
+        w.line(format!("cat {}; echo", quote(&f)));
+        w.rm_files(&[f.clone(), g.clone(), format!("{d}/missing")]);
+        w.rm_files(&[format!("{d}/missing")]);
+        w.line(format!("ls -A {}", quote(&d)));
+        for shell in ["bash", "sh"] {
+            let _ = std::fs::remove_dir_all(dir.path().join("a b"));
+            let out = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(w.finish(false))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell}: {out:?}");
+            // touch kept the byte; rm removed the file and the dangling link.
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n", "{shell}");
+        }
+    }
+
+    #[test]
+    fn pipefail_is_on_where_the_shell_has_it() {
+        let mut w = ScriptWriter::new();
+        w.line("false | true");
+        let bash = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(w.finish(false))
+            .output()
+            .unwrap();
+        assert_eq!(bash.status.code(), Some(1));
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn tls_files_become_file_variables_and_git_ssl_settings() {
     ] {
         let rm = cleanup
             .lines()
-            .find(|l| l.starts_with("rm -f "))
+            .find_map(|l| l.split_once("; then rm -f ").map(|(_, rm)| rm))
             .unwrap_or("");
         assert!(rm.contains(&format!(" {tmp}/{key}")), "{key}: {rm}");
     }

@@ -11,13 +11,14 @@ use oar_job::{JobContext, JobError, StageExit, StageRunner, StageScript, TraceLo
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// Which shell runs the scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shell {
-    /// `bash` (default), as a login shell like GitLab Runner's shell executor.
+    /// `bash` (default), as a login shell like GitLab Runner's shell executor (unless
+    /// [`ShellRunner::without_login`]).
     #[default]
     Bash,
     /// POSIX `sh`.
@@ -49,6 +50,7 @@ impl Shell {
 #[derive(Debug, Clone)]
 pub struct ShellRunner {
     shell: Shell,
+    login: bool,
     term_grace: Duration,
     drain_timeout: Duration,
 }
@@ -58,9 +60,17 @@ impl ShellRunner {
     pub fn new(shell: Shell) -> Self {
         ShellRunner {
             shell,
+            login: true,
             term_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Bash without `--login`: the stages inherit the caller's environment and skip the
+    /// profile scripts, which on a developer's machine can cost more than the job (`oar exec`).
+    pub fn without_login(mut self) -> Self {
+        self.login = false;
+        self
     }
 
     /// How long a stage may take to stop after `SIGTERM` before `SIGKILL`.
@@ -73,7 +83,10 @@ impl ShellRunner {
         match self.shell {
             Shell::Bash => {
                 let mut c = tokio::process::Command::new("bash");
-                c.arg("--login").arg("-s");
+                if self.login {
+                    c.arg("--login");
+                }
+                c.arg("-s");
                 c
             }
             Shell::Sh => {
@@ -87,6 +100,24 @@ impl ShellRunner {
 
 fn io_err(what: &str, e: std::io::Error) -> JobError {
     JobError::Executor(format!("{what}: {e}"))
+}
+
+/// The script as the shell's standard input: an unlinked file (in the job's tmp directory when
+/// it can, else the system's), not a pipe. From a pipe a shell must read byte by byte, so as
+/// not to take input meant for the commands it starts; from a file it reads blocks.
+async fn script_file(script: &str, tmp_dir: &str) -> Result<std::fs::File, JobError> {
+    let body = script.to_owned();
+    let dir = tmp_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, Write};
+        let mut file = tempfile::tempfile_in(&dir).or_else(|_| tempfile::tempfile())?;
+        file.write_all(body.as_bytes())?;
+        file.rewind()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| JobError::Executor(format!("cannot write the stage script: {e}")))?
+    .map_err(|e| io_err("cannot write the stage script", e))
 }
 
 fn signal_group(pgid: i32, sig: Signal) {
@@ -129,9 +160,10 @@ impl StageRunner for ShellRunner {
         let writer2 = writer
             .try_clone()
             .map_err(|e| io_err("cannot create a pipe", e))?;
+        let stdin = script_file(&script.script, &ctx.layout.tmp_dir).await?;
         let mut cmd = self.command();
         cmd.current_dir(&ctx.layout.builds_dir)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(OwnedFd::from(writer)))
             .stderr(Stdio::from(OwnedFd::from(writer2)))
             .process_group(0)
@@ -154,14 +186,6 @@ impl StageRunner for ShellRunner {
                 }
             }
         });
-        if let Some(mut stdin) = child.stdin.take() {
-            let body = script.script.clone();
-            // A shell that exits early closes stdin; that is not our error.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(body.as_bytes()).await;
-                let _ = stdin.shutdown().await;
-            });
-        }
 
         let mut stopped = false;
         let status = tokio::select! {

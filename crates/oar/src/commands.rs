@@ -496,6 +496,7 @@ pub async fn run_single(a: RunSingleArgs, metrics: Metrics) -> anyhow::Result<()
     let system_id =
         crate::system_id::load_or_create(&config_path).unwrap_or_else(|_| "r_000000000000".into());
     let env = JobEnv {
+        login_shell: true,
         client: client_for(&runner, VERSION)?,
         info: info_for(&runner, VERSION, REVISION),
         system_id: system_id.clone(),

@@ -34,6 +34,9 @@ pub struct JobEnv {
     pub iam: crate::cache::IamProviders,
     /// The Kubernetes executor of this runner, once connected.
     pub kube: Option<std::sync::Arc<crate::kube_job::KubeExecutor>>,
+    /// Whether the shell executor runs bash as a login shell (GitLab Runner does; `oar exec`
+    /// does not: the developer's shell already set the environment up).
+    pub login_shell: bool,
 }
 
 struct MetricsObserver {
@@ -246,6 +249,11 @@ async fn run_shell(
                 }
                 Ok(shell) => {
                     let executor = ShellRunner::new(shell);
+                    let executor = if env.login_shell {
+                        executor
+                    } else {
+                        executor.without_login()
+                    };
                     let observer = MetricsObserver {
                         metrics: env.metrics.clone(),
                         runner: runner.name.clone(),

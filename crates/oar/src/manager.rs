@@ -145,6 +145,7 @@ fn start_workers(
             system_id: shared.system_id.clone(),
         }));
         let env = JobEnv {
+            login_shell: true,
             client,
             info: info_for(runner, &shared.opts.version, &shared.opts.revision),
             system_id: shared.system_id.clone(),

@@ -326,7 +326,6 @@ cases! {
     artifacts_when,
     before_script_failure,
     cache_fallback_keys,
-    #[ignore = "cache:key:files is the files' names, not their last commit (exec/payload.rs has no checkout to ask git; needs run.rs or git.rs)"]
     cache_key_files_commit,
     cache_key_files_prefix,
     cache_key_variables,
@@ -403,7 +402,6 @@ cases! {
     rules_and_or_parens,
     rules_changes,
     rules_changes_and_exists,
-    #[ignore = "oar exec gives the planner no diff for changes:compare_to refs and falls back to the push's changes (exec/mod.rs context(), git.rs)"]
     rules_changes_compare_to,
     rules_delayed,
     rules_exists,
@@ -428,7 +426,6 @@ cases! {
     stages_undefined_invalid,
     start_in_invalid,
     timeout_exceeded,
-    #[ignore = "oar exec runs a trigger job as an empty job that succeeds, without the child pipeline or a refusal (exec/mod.rs, run.rs)"]
     trigger_child,
     user_overrides_predefined,
     variables_dollar_escape,

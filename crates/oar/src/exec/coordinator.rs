@@ -375,9 +375,16 @@ impl Coordinator {
         let stop = CancellationToken::new();
         let app = router(shared.clone());
         let server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
+            // No Nagle: git's smart HTTP exchanges small writes, and with delayed ACKs every
+            // request of a fetch would wait 40 ms.
+            axum::serve(
+                axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
         );
         tracing::info!(address = %local_addr, url = %base, "local coordinator listening");
         Ok(Coordinator {

@@ -14,10 +14,17 @@ pub struct Checkout {
     pub root: PathBuf,
     /// The git work tree's root.
     pub git_root: PathBuf,
+    /// The work tree's git directory (`.git`, or `.git/worktrees/NAME` in a linked work tree):
+    /// its index.
+    pub git_dir: PathBuf,
+    /// The repository's git directory: objects and refs.
+    pub common_dir: PathBuf,
     /// The project's path inside the work tree (`examples/pipeline/`), empty at the root.
     pub prefix: String,
     /// `HEAD`'s commit.
     pub sha: String,
+    /// `HEAD`'s tree.
+    pub tree: String,
     /// The branch checked out, or `None` when `HEAD` is detached.
     pub branch: Option<String>,
     /// The tag `HEAD` is exactly at, when detached on one.
@@ -78,45 +85,71 @@ impl Checkout {
     /// The checkout that contains `dir`; its project is `dir` itself when `dir` is a
     /// subdirectory holding `pipeline_file`, else the work tree's root.
     pub async fn discover(dir: &Path, pipeline_file: &Path) -> anyhow::Result<Checkout> {
-        let Some(git_root) = git(dir, &["rev-parse", "--show-toplevel"]).await? else {
+        // One call for both: the root and where `dir` is under it.
+        let Some(where_) = git(
+            dir,
+            &[
+                "rev-parse",
+                "--path-format=absolute",
+                "--show-toplevel",
+                "--show-prefix",
+                "--git-dir",
+                "--git-common-dir",
+            ],
+        )
+        .await?
+        else {
             bail!(
                 "{} is not inside a git repository: `oar exec` runs the pipeline of a checkout",
                 dir.display()
             );
         };
-        let git_root = PathBuf::from(git_root);
-        let inside = git(dir, &["rev-parse", "--show-prefix"])
-            .await?
-            .unwrap_or_default();
+        let mut lines = where_.lines();
+        let git_root = PathBuf::from(lines.next().unwrap_or_default());
+        let inside = lines.next().unwrap_or_default().to_string();
+        let git_dir = PathBuf::from(lines.next().unwrap_or_default());
+        let common_dir = PathBuf::from(lines.next().unwrap_or_default());
         let (root, prefix) = if !inside.is_empty() && dir.join(pipeline_file).is_file() {
             (git_root.join(&inside), inside)
         } else {
             (git_root.clone(), String::new())
         };
-        let Some(sha) = git(&git_root, &["rev-parse", "--verify", "-q", "HEAD"]).await? else {
+        // The rest does not depend on each other: at once.
+        let (head, branch, tag, origin_head, init_default, remote) = tokio::join!(
+            git(&git_root, &["log", "-1", "--format=%H%x00%T%x00%B", "HEAD"]),
+            git(&root, &["symbolic-ref", "--short", "-q", "HEAD"]),
+            git(&root, &["describe", "--tags", "--exact-match", "HEAD"]),
+            git(
+                &root,
+                &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"]
+            ),
+            git(&root, &["config", "init.defaultBranch"]),
+            git(&root, &["remote", "get-url", "origin"]),
+        );
+        let Some(head) = head? else {
             bail!(
                 "the repository at {} has no commit yet: commit once, `oar exec` runs the checked-out commit (plus uncommitted changes)",
                 git_root.display()
             );
         };
-        let branch = git(&root, &["symbolic-ref", "--short", "-q", "HEAD"]).await?;
-        let tag = match branch {
-            Some(_) => None,
-            None => git(&root, &["describe", "--tags", "--exact-match", "HEAD"]).await?,
-        };
-        let default_branch = match git(
-            &root,
-            &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"],
-        )
-        .await?
-        {
+        let mut head = head.splitn(3, '\0');
+        let sha = head.next().unwrap_or_default().to_string();
+        let tree = head.next().unwrap_or_default().to_string();
+        let message = head
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('\n')
+            .to_string();
+        let branch = branch?;
+        // A tag names the pipeline's ref only when no branch is checked out.
+        let tag = tag?.filter(|_| branch.is_none());
+        let default_branch = match origin_head? {
             Some(b) => b.strip_prefix("origin/").unwrap_or(&b).to_string(),
-            None => git(&root, &["config", "init.defaultBranch"])
-                .await?
+            None => init_default?
                 .filter(|b| !b.is_empty())
                 .unwrap_or_else(|| "main".into()),
         };
-        let remote = git(&root, &["remote", "get-url", "origin"]).await?;
+        let remote = remote?;
         let dir_name = root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -131,15 +164,15 @@ impl Checkout {
             Some(p) => p,
             None => format!("local/{dir_name}"),
         };
-        let message = git(&root, &["log", "-1", "--format=%B", "HEAD"])
-            .await?
-            .unwrap_or_default();
         let title = message.lines().next().unwrap_or_default().to_string();
         Ok(Checkout {
             root,
             git_root,
+            git_dir,
+            common_dir,
             prefix,
             sha,
+            tree,
             branch,
             tag,
             default_branch,
@@ -218,12 +251,76 @@ impl Checkout {
         Ok(files)
     }
 
+    /// The files that differ between `reference` and the work tree (committed or not, and
+    /// untracked ones), for `changes:compare_to`; `None` when git knows no such ref.
+    pub async fn changed_files_against(
+        &self,
+        reference: &str,
+    ) -> anyhow::Result<Option<Vec<String>>> {
+        let commit = format!("{reference}^{{commit}}");
+        let Some(base) = git(&self.root, &["rev-parse", "--verify", "-q", &commit]).await? else {
+            return Ok(None);
+        };
+        let diff = ["diff", "--name-only", "--relative", "-z", base.as_str()];
+        let others = ["ls-files", "-z", "--others", "--exclude-standard"];
+        let (diff, untracked) = tokio::join!(git(&self.root, &diff), git(&self.root, &others));
+        let mut files: Vec<String> = [diff?, untracked?]
+            .iter()
+            .flatten()
+            .flat_map(|out| out.split('\0'))
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(Some(files))
+    }
+
+    /// GitLab's `cache:key:files` key: the SHA-1 of the sorted last commits that changed each
+    /// file (or pattern), joined by `-`; `default` when no commit changed any. A file with
+    /// uncommitted changes was last changed by the work tree's `snapshot`.
+    pub async fn files_digest(&self, files: &[String], snapshot: &str) -> anyhow::Result<String> {
+        use sha1::Digest as _;
+        let mut ids = Vec::new();
+        for file in files {
+            let spec = format!(":(glob){file}");
+            let log = ["log", "-1", "--format=%H", "HEAD", "--", spec.as_str()];
+            let status = [
+                "status",
+                "--porcelain",
+                "--untracked-files=all",
+                "--",
+                spec.as_str(),
+            ];
+            let (last, dirty) = tokio::join!(git(&self.root, &log), git(&self.root, &status));
+            if dirty?.is_some_and(|d| !d.is_empty()) {
+                ids.push(snapshot.to_string());
+            } else if let Some(id) = last?.filter(|id| !id.is_empty()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok("default".into());
+        }
+        let digest = sha1::Sha1::digest(ids.join("-").as_bytes());
+        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The files changed against the default branch (from where this commit left it) plus the
     /// uncommitted ones, for `changes`; `None` when the default branch is unknown here, which
     /// makes every `changes` true, as GitLab does for a push with no diff to compare to.
     pub async fn changed_files(&self) -> anyhow::Result<Option<Vec<String>>> {
-        let Some(base) = git(&self.root, &["merge-base", &self.default_branch, "HEAD"]).await?
-        else {
+        let merge_base = ["merge-base", self.default_branch.as_str(), "HEAD"];
+        let (base, untracked) = tokio::join!(
+            git(&self.root, &merge_base),
+            git(
+                &self.root,
+                &["ls-files", "-z", "--others", "--exclude-standard"],
+            )
+        );
+        let Some(base) = base? else {
             return Ok(None);
         };
         let mut files: Vec<String> = git(
@@ -236,12 +333,7 @@ impl Checkout {
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect();
-        let untracked = git(
-            &self.root,
-            &["ls-files", "-z", "--others", "--exclude-standard"],
-        )
-        .await?
-        .unwrap_or_default();
+        let untracked = untracked?.unwrap_or_default();
         files.extend(
             untracked
                 .split('\0')

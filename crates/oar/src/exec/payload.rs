@@ -31,6 +31,8 @@ pub struct PipelineFacts {
     pub project_path: String,
     /// The pipeline's id.
     pub pipeline_id: i64,
+    /// `cache:key:files` keys by their file lists ([`super::git::Checkout::files_digest`]).
+    pub file_keys: std::collections::HashMap<Vec<String>, String>,
 }
 
 /// A job of the pipeline as the coordinator knows it: its id and token.
@@ -237,13 +239,12 @@ pub fn payload(
         .map(|c| Cache {
             key: match &c.key {
                 CacheKey::Literal(k) => k.clone(),
-                // GitLab derives this key from the files' last commits; locally the prefix and
-                // the file names stand in (a change of those files does not change it yet).
+                // GitLab's: from the files' last commits, after the prefix.
                 CacheKey::Files { files, prefix } => {
-                    let base = files.join("-");
+                    let digest = facts.file_keys.get(files).map_or("default", String::as_str);
                     match prefix {
-                        Some(p) => format!("{p}-{}", super::git::ref_slug(&base)),
-                        None => super::git::ref_slug(&base),
+                        Some(p) => format!("{p}-{digest}"),
+                        None => digest.to_string(),
                     }
                 }
             },

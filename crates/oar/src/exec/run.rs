@@ -122,14 +122,18 @@ async fn snapshot(checkout: &Checkout, state: &Path) -> anyhow::Result<String> {
         );
         Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    run(git(&["read-tree", "HEAD"]), "read-tree").await?;
+    // A copy of the user's index gives `add` the files' stat data, so it hashes only what
+    // changed; without one (or when it cannot be read), the index of HEAD.
+    let user_index = checkout.git_dir.join("index");
+    if tokio::fs::copy(&user_index, &index).await.is_err() {
+        run(git(&["read-tree", "HEAD"]), "read-tree").await?;
+    }
     let oar_dir = format!(":(exclude){}.oar", checkout.prefix);
     run(git(&["add", "-A", "--", ".", &oar_dir]), "add (snapshot)").await?;
     let message = format!("oar exec: the work tree of {}", checkout.sha);
     let commit = if checkout.prefix.is_empty() {
         let tree = run(git(&["write-tree"]), "write-tree").await?;
-        let head_tree = run(git(&["rev-parse", "HEAD^{tree}"]), "rev-parse").await?;
-        if tree == head_tree {
+        if tree == checkout.tree {
             checkout.sha.clone()
         } else {
             run(
@@ -144,7 +148,12 @@ async fn snapshot(checkout: &Checkout, state: &Path) -> anyhow::Result<String> {
         let tree = run(git(&["write-tree", &prefix]), "write-tree --prefix").await?;
         run(git(&["commit-tree", &tree, "-m", &message]), "commit-tree").await?
     };
-    run(git(&["update-ref", "refs/oar/exec", &commit]), "update-ref").await?;
+    // A loose ref already there (the usual second run on an unchanged tree) is kept.
+    let loose = checkout.common_dir.join("refs/oar/exec");
+    let current = tokio::fs::read_to_string(&loose).await.unwrap_or_default();
+    if current.trim() != commit {
+        run(git(&["update-ref", "refs/oar/exec", &commit]), "update-ref").await?;
+    }
     Ok(commit)
 }
 
@@ -326,19 +335,49 @@ fn print_output(
 }
 
 /// Runs the plan; the jobs' results in plan order, and whether the pipeline passed.
+/// The key of every `cache:key:files` list of the plan.
+async fn file_keys(
+    plan: &Plan,
+    checkout: &Checkout,
+    snapshot: &str,
+) -> anyhow::Result<std::collections::HashMap<Vec<String>, String>> {
+    let mut keys = std::collections::HashMap::new();
+    for job in &plan.jobs {
+        for cache in &job.caches {
+            if let oar_pipeline::model::CacheKey::Files { files, .. } = &cache.key
+                && !keys.contains_key(files)
+            {
+                let digest = checkout.files_digest(files, snapshot).await?;
+                keys.insert(files.clone(), digest);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Makes `.oar/` (ignoring itself, so it never shows in `git status` or in a snapshot) and
+/// the snapshot commit of the work tree the jobs fetch ([`snapshot`]).
+pub async fn prepare(checkout: &Checkout) -> anyhow::Result<String> {
+    let state = checkout.root.join(".oar");
+    tokio::fs::create_dir_all(&state)
+        .await
+        .with_context(|| format!("cannot create {}", state.display()))?;
+    tokio::fs::write(state.join(".gitignore"), "*\n")
+        .await
+        .context("writing .oar/.gitignore")?;
+    snapshot(checkout, &state).await
+}
+
+/// Runs the plan; `sha` is the snapshot of [`prepare`].
 pub async fn run(
     plan: &Plan,
     checkout: &Checkout,
+    sha: String,
     metrics: Metrics,
     options: RunOptions,
 ) -> anyhow::Result<(Vec<JobResult>, bool)> {
     let state = checkout.root.join(".oar");
-    std::fs::create_dir_all(&state)
-        .with_context(|| format!("cannot create {}", state.display()))?;
-    // The directory ignores itself, so it never shows in `git status` or in a snapshot.
-    std::fs::write(state.join(".gitignore"), "*\n").context("writing .oar/.gitignore")?;
-    let sha = snapshot(checkout, &state).await?;
-    let git_dir = checkout.git_root.join(".git");
+    let git_dir = checkout.common_dir.clone();
     let mut copts = CoordinatorOptions::new(state.clone());
     copts.repo = Some(git_dir);
     copts.project_path = checkout.project_path.clone();
@@ -351,6 +390,7 @@ pub async fn run(
     let runner = runner(&state, &coordinator.url(), &options)?;
     let shutdown = CancellationToken::new();
     let mut env = JobEnv {
+        login_shell: false,
         client: crate::manager::client_for(&runner, crate::VERSION)?,
         info: crate::manager::info_for(&runner, crate::VERSION, crate::REVISION),
         system_id: "r_oarexeclocal".into(),
@@ -370,7 +410,7 @@ pub async fn run(
     let facts = PipelineFacts {
         server_url: coordinator.url(),
         predefined: checkout.predefined(1),
-        sha,
+        sha: sha.clone(),
         ref_name: checkout.ref_name().to_string(),
         ref_type: if checkout.branch.is_none() && checkout.tag.is_some() {
             "tag".into()
@@ -380,6 +420,7 @@ pub async fn run(
         refspec: "+refs/oar/exec:refs/remotes/origin/oar-exec".into(),
         project_path: checkout.project_path.clone(),
         pipeline_id: 1,
+        file_keys: file_keys(plan, checkout, &sha).await?,
     };
     let mut ids: Vec<JobIdentity> = (0..plan.jobs.len())
         .map(|i| JobIdentity {
