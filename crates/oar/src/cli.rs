@@ -111,6 +111,14 @@ pub struct ExecArgs {
     /// A variable of highest precedence, as a pipeline variable in GitLab (repeatable).
     #[arg(long = "variable", value_name = "KEY=VALUE")]
     pub variable: Vec<String>,
+    /// Like --variable, and masked in the jobs' logs as GitLab masks a masked CI/CD variable
+    /// (for a token the pipeline needs; repeatable).
+    #[arg(long = "masked-variable", value_name = "KEY=VALUE")]
+    pub masked_variable: Vec<String>,
+    /// Each output line starts with the time it was written (UTC), as GitLab's job log
+    /// timestamps.
+    #[arg(long)]
+    pub timestamps: bool,
     /// A file of KEY=VALUE lines (# comments, `export` allowed), read before --variable.
     #[arg(long = "variables-file", value_name = "FILE")]
     pub variables_file: Vec<PathBuf>,

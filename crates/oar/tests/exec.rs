@@ -394,6 +394,50 @@ cleanup:
     assert!(text.trim_end().ends_with("Pipeline failed"), "{text}");
 }
 
+#[tokio::test]
+async fn timestamps_start_every_output_line_with_the_time() {
+    let f = Fixture::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    checkout(
+        dir.path(),
+        "main",
+        &[(
+            ".gitlab-ci.yml",
+            "job:\n  script: [echo first, echo second]\n",
+        )],
+    );
+    let before = std::time::SystemTime::now();
+    let out = exec(&f, dir.path(), &["--timestamps"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("job | ")).collect();
+    assert!(lines.len() > 5, "{text}");
+    let secs_of_day = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400
+    };
+    let (from, to) = (
+        secs_of_day(before),
+        secs_of_day(std::time::SystemTime::now()),
+    );
+    for line in &lines {
+        let rest = &line["job | ".len()..];
+        let (stamp, _) = rest.split_once(' ').unwrap_or((rest, ""));
+        let parts: Vec<u64> = stamp
+            .split([':', '.'])
+            .map(|p| p.parse().unwrap_or(u64::MAX))
+            .collect();
+        assert_eq!(parts.len(), 4, "{line}");
+        let secs = parts[0] * 3600 + parts[1] * 60 + parts[2];
+        // UTC, between the start and the end of the run (a run across midnight wraps).
+        assert!(
+            (from <= secs && secs <= to) || to < from,
+            "{line}: {secs} outside {from}..={to}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.ends_with(" first")), "{text}");
+    assert!(lines.iter().any(|l| l.ends_with(" second")), "{text}");
+}
+
 /// `--executor kubernetes` on the test cluster: each job in its own pod (the config's
 /// `[runners.kubernetes]`), fetching the sources and the artifacts of earlier jobs from
 /// `oar exec` over HTTP; a matrix of two with a service; a failing job fails the pipeline with

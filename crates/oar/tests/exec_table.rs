@@ -367,6 +367,7 @@ cases! {
     job_names_unusual,
     keywords_accepted,
     manual_flag_runs_it,
+    masked_variable,
     matrix_variable_expansion,
     needs_artifacts_false,
     needs_dag,

@@ -56,6 +56,9 @@ fn user_variables(args: &ExecArgs) -> anyhow::Result<Vec<(String, String)>> {
     for v in &args.variable {
         vars.push(parse_assignment(v, "--variable")?);
     }
+    for v in &args.masked_variable {
+        vars.push(parse_assignment(v, "--masked-variable")?);
+    }
     Ok(vars)
 }
 
@@ -192,6 +195,12 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         config: args.config.clone(),
         advertise_address: args.advertise_address.clone(),
         selected,
+        timestamps: args.timestamps,
+        masked: args
+            .masked_variable
+            .iter()
+            .filter_map(|v| v.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .collect(),
     };
     let sha = sha.context("no snapshot of the work tree")??;
     let (results, passed) = run::run(&plan, &checkout, sha, metrics, options).await?;

@@ -31,6 +31,8 @@ pub struct PipelineFacts {
     pub project_path: String,
     /// The pipeline's id.
     pub pipeline_id: i64,
+    /// Variables masked in the logs (`--masked-variable`).
+    pub masked: std::collections::BTreeSet<String>,
     /// `cache:key:files` keys by their file lists ([`super::git::Checkout::files_digest`]).
     pub file_keys: std::collections::HashMap<Vec<String>, String>,
 }
@@ -183,6 +185,14 @@ pub fn payload(
                 ..var(&v.name, v.value.clone())
             });
         }
+    }
+
+    for v in variables
+        .iter_mut()
+        .filter(|v| facts.masked.contains(&v.key))
+    {
+        v.masked = true;
+        v.public = false;
     }
 
     let mut steps = vec![Step {

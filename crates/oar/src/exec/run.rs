@@ -49,6 +49,10 @@ pub struct RunOptions {
     /// The jobs to run (positions in the plan); `None` runs them all. The others count as
     /// passed without running, so the chosen ones are not held back by them.
     pub selected: Option<Vec<bool>>,
+    /// `--timestamps`: each output line after the time it was written.
+    pub timestamps: bool,
+    /// The variables to mask in the jobs' logs (`--masked-variable`).
+    pub masked: std::collections::BTreeSet<String>,
 }
 
 /// The positions of the jobs `names` choose (a name, or the base name of parallel and matrix
@@ -297,10 +301,29 @@ fn display_line(line: &str, color: bool) -> String {
 }
 
 /// Prints a job's trace as it arrives, each line prefixed with the job's name.
+/// `HH:MM:SS.mmm ` (UTC) with `--timestamps`, else nothing.
+fn stamp(timestamps: bool) -> String {
+    if !timestamps {
+        return String::new();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} ",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
+}
+
 fn print_output(
     terminal: super::progress::Terminal,
     name: String,
     color: bool,
+    timestamps: bool,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
     palette: usize,
 ) -> tokio::task::JoinHandle<()> {
@@ -318,11 +341,21 @@ fn print_output(
             while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=nl).collect();
                 let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                let _ = writeln!(out, "{prefix}{}", display_line(&text, color));
+                let _ = writeln!(
+                    out,
+                    "{prefix}{}{}",
+                    stamp(timestamps),
+                    display_line(&text, color)
+                );
             }
             if flush && !pending.is_empty() {
                 let text = String::from_utf8_lossy(pending).into_owned();
-                let _ = writeln!(out, "{prefix}{}", display_line(&text, color));
+                let _ = writeln!(
+                    out,
+                    "{prefix}{}{}",
+                    stamp(timestamps),
+                    display_line(&text, color)
+                );
                 pending.clear();
             }
             terminal.print(&out);
@@ -334,7 +367,6 @@ fn print_output(
     })
 }
 
-/// Runs the plan; the jobs' results in plan order, and whether the pipeline passed.
 /// The key of every `cache:key:files` list of the plan.
 async fn file_keys(
     plan: &Plan,
@@ -368,7 +400,8 @@ pub async fn prepare(checkout: &Checkout) -> anyhow::Result<String> {
     snapshot(checkout, &state).await
 }
 
-/// Runs the plan; `sha` is the snapshot of [`prepare`].
+/// Runs the plan; the jobs' results in plan order, and whether the pipeline passed. `sha` is
+/// the snapshot of [`prepare`].
 pub async fn run(
     plan: &Plan,
     checkout: &Checkout,
@@ -421,6 +454,7 @@ pub async fn run(
         project_path: checkout.project_path.clone(),
         pipeline_id: 1,
         file_keys: file_keys(plan, checkout, &sha).await?,
+        masked: options.masked.clone(),
     };
     let mut ids: Vec<JobIdentity> = (0..plan.jobs.len())
         .map(|i| JobIdentity {
@@ -515,6 +549,7 @@ pub async fn run(
                     terminal.clone(),
                     plan.jobs[index].name.clone(),
                     options.color,
+                    options.timestamps,
                     rx,
                     index,
                 ));
