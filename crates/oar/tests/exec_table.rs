@@ -428,6 +428,7 @@ cases! {
     start_in_invalid,
     timeout_exceeded,
     trigger_child,
+    trigger_depend_failure,
     user_overrides_predefined,
     variables_dollar_escape,
     variables_global_and_job,

@@ -133,18 +133,7 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         let plan = p.plan(&ctx)?;
         Ok((p, plan))
     });
-    if let Ok((_, plan)) = &planned
-        && let Some(job) = plan.jobs.iter().find(|j| j.trigger.is_some())
-        && !args.list
-        && !args.preview
-    {
-        eprintln!(
-            "{file}: job {:?}: keyword \"trigger\": oar exec does not run child or downstream pipelines yet; run the child's file on its own (--file) or leave the job out (oar exec JOB...)",
-            job.name
-        );
-        eprintln!("Nothing was run.");
-        return Ok(ExitCode::from(EXIT_INVALID));
-    }
+
     let (pipeline, plan) = match planned {
         Ok(x) => x,
         Err(e) => {
@@ -195,6 +184,7 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
         config: args.config.clone(),
         advertise_address: args.advertise_address.clone(),
         selected,
+        pipeline: run::PipelineRun::default(),
         timestamps: args.timestamps,
         masked: args
             .masked_variable
@@ -203,7 +193,8 @@ pub async fn exec(args: ExecArgs, metrics: crate::metrics::Metrics) -> anyhow::R
             .collect(),
     };
     let sha = sha.context("no snapshot of the work tree")??;
-    let (results, passed) = run::run(&plan, &checkout, sha, metrics, options).await?;
+    let (results, passed) =
+        run::run(&plan, &pipeline, &ctx, &checkout, sha, metrics, options).await?;
     if args.json {
         let jobs: Vec<serde_json::Value> = results
             .iter()

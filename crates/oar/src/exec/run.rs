@@ -35,6 +35,7 @@ pub struct JobResult {
 }
 
 /// What `oar exec` needs to run a plan.
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Jobs at once.
     pub concurrency: usize,
@@ -53,6 +54,76 @@ pub struct RunOptions {
     pub timestamps: bool,
     /// The variables to mask in the jobs' logs (`--masked-variable`).
     pub masked: std::collections::BTreeSet<String>,
+    /// Which pipeline this is: the push's, or a child of a trigger job.
+    pub pipeline: PipelineRun,
+}
+
+/// The pipeline a [`run`] runs.
+#[derive(Debug, Clone)]
+pub struct PipelineRun {
+    /// `CI_PIPELINE_ID`.
+    pub id: u64,
+    /// `CI_PIPELINE_SOURCE`: `push`, or `parent_pipeline` for a child.
+    pub source: &'static str,
+    /// Before each job's name in the output and the summary (`child > ` for a child's jobs).
+    pub label: String,
+    /// Under `.oar/`: where the pipeline's coordinator keeps its artifacts (`""` for the
+    /// push's pipeline, `pipelines/<id>` for a child, so ids do not collide).
+    pub dir: String,
+}
+
+impl Default for PipelineRun {
+    fn default() -> Self {
+        PipelineRun {
+            id: 1,
+            source: "push",
+            label: String::new(),
+            dir: String::new(),
+        }
+    }
+}
+
+/// The next child pipeline's `CI_PIPELINE_ID` (the push's pipeline is 1).
+static NEXT_PIPELINE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2);
+
+/// A child pipeline being run for the trigger job `index`.
+type ChildRun<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (usize, Duration, anyhow::Result<(Vec<JobResult>, bool)>)>
+            + 'a,
+    >,
+>;
+
+/// The planning context of the child pipeline of trigger job `job`: the parent's, with the
+/// trigger job's YAML variables as pipeline variables (`forward:yaml_variables`, default on)
+/// and the parent's pipeline variables only with `forward:pipeline_variables`.
+fn child_context(
+    ctx: &oar_pipeline::Context,
+    job: &oar_pipeline::PlannedJob,
+) -> oar_pipeline::Context {
+    use oar_pipeline::VariableSource;
+    let mut child = ctx.clone();
+    child
+        .variables
+        .insert("CI_PIPELINE_SOURCE".into(), "parent_pipeline".into());
+    let trigger = job.trigger.clone().unwrap_or_default();
+    if !trigger.forward_pipeline_variables {
+        child.user_variables.clear();
+    }
+    if trigger.forward_yaml_variables {
+        for v in job.variables.iter().filter(|v| {
+            matches!(
+                v.source,
+                VariableSource::Global
+                    | VariableSource::Job
+                    | VariableSource::Matrix
+                    | VariableSource::Rule
+            )
+        }) {
+            child.user_variables.insert(v.name.clone(), v.value.clone());
+        }
+    }
+    child
 }
 
 /// The positions of the jobs `names` choose (a name, or the base name of parallel and matrix
@@ -404,6 +475,8 @@ pub async fn prepare(checkout: &Checkout) -> anyhow::Result<String> {
 /// the snapshot of [`prepare`].
 pub async fn run(
     plan: &Plan,
+    pipeline: &oar_pipeline::Pipeline,
+    ctx: &oar_pipeline::Context,
     checkout: &Checkout,
     sha: String,
     metrics: Metrics,
@@ -411,7 +484,7 @@ pub async fn run(
 ) -> anyhow::Result<(Vec<JobResult>, bool)> {
     let state = checkout.root.join(".oar");
     let git_dir = checkout.common_dir.clone();
-    let mut copts = CoordinatorOptions::new(state.clone());
+    let mut copts = CoordinatorOptions::new(state.join(&options.pipeline.dir));
     copts.repo = Some(git_dir);
     copts.project_path = checkout.project_path.clone();
     if let Some(host) = &options.advertise_address {
@@ -428,7 +501,7 @@ pub async fn run(
         info: crate::manager::info_for(&runner, crate::VERSION, crate::REVISION),
         system_id: "r_oarexeclocal".into(),
         working_dir: checkout.root.clone(),
-        metrics,
+        metrics: metrics.clone(),
         reporter: ReporterConfig::default(),
         iam: crate::cache::IamProviders::default(),
         kube: None,
@@ -442,7 +515,14 @@ pub async fn run(
     }
     let facts = PipelineFacts {
         server_url: coordinator.url(),
-        predefined: checkout.predefined(1),
+        predefined: checkout
+            .predefined(options.pipeline.id)
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "CI_PIPELINE_SOURCE" => (k, options.pipeline.source.to_string()),
+                _ => (k, v),
+            })
+            .collect(),
         sha: sha.clone(),
         ref_name: checkout.ref_name().to_string(),
         ref_type: if checkout.branch.is_none() && checkout.tag.is_some() {
@@ -452,7 +532,7 @@ pub async fn run(
         },
         refspec: "+refs/oar/exec:refs/remotes/origin/oar-exec".into(),
         project_path: checkout.project_path.clone(),
-        pipeline_id: 1,
+        pipeline_id: i64::try_from(options.pipeline.id).unwrap_or(1),
         file_keys: file_keys(plan, checkout, &sha).await?,
         masked: options.masked.clone(),
     };
@@ -472,12 +552,17 @@ pub async fn run(
         .jobs
         .iter()
         .map(|j| JobResult {
-            name: j.name.clone(),
+            name: format!("{}{}", options.pipeline.label, j.name),
             stage: j.stage.clone(),
             status: "not run".into(),
             duration: None,
         })
         .collect();
+    let display = |index: usize| format!("{}{}", options.pipeline.label, plan.jobs[index].name);
+    // Child pipelines of trigger jobs, run alongside the jobs; their results go after ours.
+    let mut children: futures::stream::FuturesUnordered<ChildRun<'_>> =
+        futures::stream::FuturesUnordered::new();
+    let mut child_results: Vec<JobResult> = Vec::new();
     let mut finished: Vec<Option<FinishedArtifacts>> = vec![None; plan.jobs.len()];
     let mut scheduler = Scheduler::new(plan);
     let mut ready: VecDeque<(usize, Option<u64>)> = VecDeque::new();
@@ -516,6 +601,71 @@ pub async fn run(
                 }
             }
         }
+        // Trigger jobs take no slot: each starts its child pipeline.
+        let mut k = 0;
+        while k < ready.len() {
+            let index = ready[k].0;
+            let job = &plan.jobs[index];
+            let Some(trigger) = &job.trigger else {
+                k += 1;
+                continue;
+            };
+            ready.remove(k);
+            let Some(child) = pipeline.child(&job.name) else {
+                results[index].status = "failed (its child pipeline was not loaded)".into();
+                scheduler.finish(index, Outcome::Failed { exit_code: None });
+                continue;
+            };
+            let child_ctx = child_context(ctx, job);
+            let id = NEXT_PIPELINE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let child_options = RunOptions {
+                selected: None,
+                pipeline: PipelineRun {
+                    id,
+                    source: "parent_pipeline",
+                    label: format!("{} > ", display(index)),
+                    dir: format!("pipelines/{id}"),
+                },
+                ..options.clone()
+            };
+            terminal.print(&format!(
+                "{} | triggered child pipeline {id} ({}){}\n",
+                display(index),
+                trigger.include.join(", "),
+                if trigger.depend {
+                    ", waiting for it (strategy: depend)"
+                } else {
+                    ""
+                }
+            ));
+            let (sha, metrics) = (sha.clone(), metrics.clone());
+            let started = Instant::now();
+            children.push(Box::pin(async move {
+                let result = match child.plan(&child_ctx) {
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                    Ok(child_plan) => {
+                        Box::pin(run(
+                            &child_plan,
+                            child,
+                            &child_ctx,
+                            checkout,
+                            sha,
+                            metrics,
+                            child_options,
+                        ))
+                        .await
+                    }
+                };
+                (index, started.elapsed(), result)
+            }));
+            if trigger.depend {
+                results[index].status = "running".into();
+            } else {
+                // Without `strategy: depend` the trigger job succeeds once the child exists.
+                results[index].status = "success (child pipeline created)".into();
+                scheduler.finish(index, Outcome::Success);
+            }
+        }
         while let Some(slot) = free_slots.pop() {
             let free = ready.iter().position(|(i, _)| {
                 plan.jobs[*i]
@@ -536,7 +686,7 @@ pub async fn run(
             {
                 terminal.print(&format!(
                     "{} | note: the shell executor runs this job on this machine; it ignores image {:?}\n",
-                    plan.jobs[index].name, image.name
+                    display(index), image.name
                 ));
             }
             let mut watch = coordinator.register_job(LocalJob {
@@ -547,7 +697,7 @@ pub async fn run(
             if let Some(rx) = watch.take_output() {
                 printers.push(print_output(
                     terminal.clone(),
-                    plan.jobs[index].name.clone(),
+                    display(index),
                     options.color,
                     options.timestamps,
                     rx,
@@ -565,7 +715,7 @@ pub async fn run(
                 anyhow::bail!("no payload for job {index}");
             };
             running_ids.push(id.id);
-            terminal.started(&plan.jobs[index].name, &plan.jobs[index].stage);
+            terminal.started(&display(index), &plan.jobs[index].stage);
             let (env, runner, shutdown) = (env.clone(), runner.clone(), shutdown.clone());
             running.spawn(async move {
                 if let Some(secs) = delay {
@@ -577,14 +727,43 @@ pub async fn run(
                 (index, slot, end, started.elapsed())
             });
         }
-        if running.is_empty() {
+        if running.is_empty() && children.is_empty() {
             if ready.is_empty() && !decided {
                 break;
             }
             continue;
         }
         let done = tokio::select! {
-            done = running.join_next() => done,
+            done = running.join_next(), if !running.is_empty() => done,
+            Some((index, elapsed, result)) = futures::StreamExt::next(&mut children), if !children.is_empty() => {
+                let depend = plan.jobs[index].trigger.as_ref().is_some_and(|t| t.depend);
+                let passed = match result {
+                    Ok((mut jobs, passed)) => {
+                        child_results.append(&mut jobs);
+                        passed
+                    }
+                    Err(e) => {
+                        terminal.print(&format!("{} | the child pipeline did not run: {e:#}\n", display(index)));
+                        false
+                    }
+                };
+                if depend {
+                    results[index].duration = Some(elapsed);
+                    let outcome = if passed {
+                        results[index].status = "success".into();
+                        Outcome::Success
+                    } else {
+                        results[index].status = if plan.jobs[index].failure_allowed(None) {
+                            "failed (allowed)".into()
+                        } else {
+                            "failed (its child pipeline failed)".into()
+                        };
+                        Outcome::Failed { exit_code: None }
+                    };
+                    scheduler.finish(index, outcome);
+                }
+                continue;
+            }
             signal = signals.next() => {
                 if stopping {
                     // A second signal: stop the running jobs at once.
@@ -610,7 +789,7 @@ pub async fn run(
         let (index, slot, end, elapsed) = done.context("a job's task panicked")?;
         free_slots.push(slot);
         running_ids.retain(|id| *id != ids[index].id);
-        terminal.ended(&plan.jobs[index].name);
+        terminal.ended(&display(index));
         if let Some(group) = &plan.jobs[index].resource_group {
             held.remove(group);
         }
@@ -686,6 +865,16 @@ pub async fn run(
     }
     terminal.finish();
     coordinator.shutdown().await.ok();
+    if !options.pipeline.label.is_empty() {
+        // A child's skipped jobs are in its results: the summary has no other list of them.
+        results.extend(plan.skipped.iter().map(|s| JobResult {
+            name: format!("{}{}", options.pipeline.label, s.name),
+            stage: s.stage.clone(),
+            status: format!("skipped: {}", s.reason),
+            duration: None,
+        }));
+    }
+    results.append(&mut child_results);
     Ok((results, !scheduler.failed()))
 }
 
