@@ -88,7 +88,8 @@ pub enum UpdateOutcome {
     Ok,
     /// Accepted, trace not yet persisted (`202`): send the same update again later.
     Accepted,
-    /// The job is no longer ours (`403`, `404`, `409`, `400`): stop.
+    /// The job is no longer ours (`401` for a revoked job token, `403`, `404`, `409`,
+    /// `400`): stop.
     Abort(u16),
     /// Trace validation failed (`412`): resend the whole trace.
     TraceReset,
@@ -109,7 +110,8 @@ pub enum PatchOutcome {
         /// The server's length.
         offset: u64,
     },
-    /// The job is no longer running (`403`) or is gone (`404`).
+    /// The job is no longer running (`403`), is gone (`404`), or its token was revoked
+    /// (`401`).
     Abort(u16),
     /// Transient failure: keep the data, try again.
     Retry(u16),
@@ -215,7 +217,9 @@ impl Client {
             200 => UpdateOutcome::Ok,
             202 => UpdateOutcome::Accepted,
             412 => UpdateOutcome::TraceReset,
-            s @ (400 | 403 | 404 | 409) => UpdateOutcome::Abort(s),
+            // 401: the job token was revoked (the job was erased, or its pipeline deleted);
+            // no retry can succeed.
+            s @ (400 | 401 | 403 | 404 | 409) => UpdateOutcome::Abort(s),
             s => UpdateOutcome::Retry(s),
         };
         Ok((outcome, remote))
@@ -259,7 +263,7 @@ impl Client {
                 Some(n) => PatchOutcome::RangeMismatch { offset: n },
                 None => PatchOutcome::Retry(416),
             },
-            s @ (403 | 404) => PatchOutcome::Abort(s),
+            s @ (401 | 403 | 404) => PatchOutcome::Abort(s),
             s => PatchOutcome::Retry(s),
         };
         Ok((outcome, remote))

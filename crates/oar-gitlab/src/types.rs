@@ -206,8 +206,8 @@ pub struct JobRequest {
     pub info: VersionInfo,
 }
 
-/// A job variable.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+/// A job variable. Its `Debug` shows the value of public, unmasked variables only.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct JobVariable {
     /// Name.
     #[serde(default, deserialize_with = "null_default")]
@@ -230,6 +230,28 @@ pub struct JobVariable {
     /// Not expanded.
     #[serde(default, deserialize_with = "null_default")]
     pub raw: bool,
+}
+
+impl std::fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self.masked || !self.public;
+        f.debug_struct("JobVariable")
+            .field("key", &self.key)
+            .field(
+                "value",
+                &if secret {
+                    "[REDACTED]"
+                } else {
+                    self.value.as_str()
+                },
+            )
+            .field("public", &self.public)
+            .field("internal", &self.internal)
+            .field("file", &self.file)
+            .field("masked", &self.masked)
+            .field("raw", &self.raw)
+            .finish()
+    }
 }
 
 /// `job_info`.
@@ -544,4 +566,39 @@ pub struct UpdateJobRequest {
 
 fn is_zero_i32(v: &i32) -> bool {
     *v == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secret_variable_values() {
+        let masked = JobVariable {
+            key: "DEPLOY_TOKEN".into(),
+            value: "s3cr3t-value".into(),
+            masked: true,
+            ..JobVariable::default()
+        };
+        let private = JobVariable {
+            key: "OAR_ID_TOKEN".into(),
+            value: "eyJhbGciOi.payload.sig".into(),
+            ..JobVariable::default()
+        };
+        let public = JobVariable {
+            key: "CI_COMMIT_REF_NAME".into(),
+            value: "main".into(),
+            public: true,
+            ..JobVariable::default()
+        };
+        let shown = format!("{masked:?} {private:?} {public:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("eyJ"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("DEPLOY_TOKEN") && shown.contains("\"main\""),
+            "{shown}"
+        );
+    }
 }

@@ -93,7 +93,11 @@ pub(crate) async fn run(a: AgentArgs, stop: CancellationToken) -> Result<()> {
         job.features.failure_reasons.clone(),
         ReporterConfig::default(),
     )
-    .with_debug_trace(payload.debug_trace);
+    .with_debug_trace(payload.debug_trace)
+    .with_deadline(oar_job::report::job_deadline(
+        &job,
+        tokio::time::Instant::now(),
+    ));
     let control = JobControl {
         shutdown: stop.child_token(),
         ..JobControl::default()

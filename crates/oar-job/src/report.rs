@@ -120,6 +120,23 @@ pub struct Reporter {
     debug_trace: bool,
     failure_reasons: Vec<String>,
     cfg: ReporterConfig,
+    deadline: Option<Instant>,
+}
+
+/// When a job that started at `started` is over its timeout (`runner_info.timeout`, the
+/// default 2 h when unset): the final state is retried until then.
+pub fn job_deadline(job: &oar_gitlab::JobResponse, started: Instant) -> Instant {
+    let secs = u64::try_from(job.runner_info.timeout)
+        .ok()
+        .filter(|s| *s > 0)
+        .unwrap_or(crate::context::DEFAULT_JOB_TIMEOUT.as_secs());
+    started + Duration::from_secs(secs)
+}
+
+/// Whether the final phase tries again after `failures` failed attempts: bounded by the retry
+/// limit, or by the job's deadline when that is later.
+fn keep_trying(failures: u32, limit: u32, deadline: Option<Instant>, now: Instant) -> bool {
+    failures < limit || deadline.is_some_and(|d| now < d)
 }
 
 /// Where the streamer got to.
@@ -188,7 +205,16 @@ impl Reporter {
             debug_trace: false,
             failure_reasons,
             cfg,
+            deadline: None,
         }
+    }
+
+    /// Keeps retrying the final state past [`ReporterConfig::final_retry_limit`] until
+    /// `deadline` (the job's timeout): a GitLab that is down for minutes still gets the whole
+    /// trace and the state once it is back, if it comes back before the job would have timed out.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The job this reporter reports.
@@ -449,7 +475,15 @@ impl Reporter {
             Duration::from_secs(60),
             2,
         );
-        while failures < self.cfg.final_retry_limit {
+        let go_on = |failures: u32| {
+            keep_trying(
+                failures,
+                self.cfg.final_retry_limit,
+                self.deadline,
+                Instant::now(),
+            )
+        };
+        while go_on(failures) {
             let mut stalled = false;
             let mut resynced = false;
             while cursor.sent < log.len() && !control.aborted.is_cancelled() {
@@ -552,6 +586,27 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_final_state_is_retried_until_the_limit_or_the_jobs_deadline() {
+        let now = Instant::now();
+        // Without a deadline: the limit.
+        assert!(keep_trying(9, 10, None, now));
+        assert!(!keep_trying(10, 10, None, now));
+        // A deadline ahead keeps it going past the limit; one passed does not.
+        assert!(keep_trying(500, 10, Some(now + ms(1)), now));
+        assert!(!keep_trying(10, 10, Some(now), now));
+        // The limit still holds before an earlier deadline.
+        assert!(keep_trying(3, 10, Some(now), now + ms(5)));
+        let job: oar_gitlab::JobResponse = serde_json::from_value(
+            serde_json::json!({"id": 1, "token": "t", "runner_info": {"timeout": 600}}),
+        )
+        .unwrap();
+        assert_eq!(job_deadline(&job, now), now + ms(600_000));
+        let no_timeout: oar_gitlab::JobResponse =
+            serde_json::from_value(serde_json::json!({"id": 1, "token": "t"})).unwrap();
+        assert_eq!(job_deadline(&no_timeout, now), now + ms(7_200_000));
     }
 
     #[test]

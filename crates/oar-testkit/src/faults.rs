@@ -17,6 +17,7 @@ pub(crate) struct FaultWire {
     status: Option<u16>,
     retry_after: Option<u64>,
     by_ms: Option<u64>,
+    duration_ms: Option<u64>,
     job: Option<i64>,
     times: Option<u32>,
 }
@@ -29,6 +30,7 @@ enum FaultKind {
     Reset,
     Delay,
     Trace416,
+    Outage,
 }
 
 impl FaultKind {
@@ -39,6 +41,7 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::Delay => "delay",
             FaultKind::Trace416 => "trace416",
+            FaultKind::Outage => "outage",
         }
     }
 
@@ -50,6 +53,7 @@ impl FaultKind {
             FaultKind::Reset => &["endpoint"],
             FaultKind::Delay => &["endpoint", "by_ms"],
             FaultKind::Trace416 => &["job"],
+            FaultKind::Outage => &["endpoint", "status", "duration_ms"],
         }
     }
 }
@@ -64,6 +68,7 @@ impl TryFrom<FaultWire> for Fault {
             ("status", w.status.is_some()),
             ("retry_after", w.retry_after.is_some()),
             ("by_ms", w.by_ms.is_some()),
+            ("duration_ms", w.duration_ms.is_some()),
             ("job", w.job.is_some()),
         ];
         if let Some((field, _)) = present
@@ -110,6 +115,18 @@ impl TryFrom<FaultWire> for Fault {
                 job: need(kind, "job", w.job)?,
                 times,
             },
+            FaultKind::Outage => {
+                let status = need(kind, "status", w.status)?;
+                if !(100..=599).contains(&status) {
+                    return Err(format!("status: {status} is not an HTTP status code"));
+                }
+                Fault::Outage {
+                    endpoint: need(kind, "endpoint", w.endpoint)?,
+                    status,
+                    duration: Duration::from_millis(need(kind, "duration_ms", w.duration_ms)?),
+                    until: None,
+                }
+            }
         })
     }
 }
@@ -128,23 +145,31 @@ fn endpoint_of(f: &Fault) -> Option<Endpoint> {
         Fault::Status { endpoint, .. }
         | Fault::RateLimited { endpoint, .. }
         | Fault::Reset { endpoint, .. }
-        | Fault::Delay { endpoint, .. } => Some(*endpoint),
+        | Fault::Delay { endpoint, .. }
+        | Fault::Outage { endpoint, .. } => Some(*endpoint),
         Fault::Trace416 { .. } => None,
     }
 }
 
-fn times_mut(f: &mut Fault) -> &mut u32 {
+/// The count of a fault that ends after so many requests (not an [`Fault::Outage`]).
+fn times_mut(f: &mut Fault) -> Option<&mut u32> {
     match f {
         Fault::Status { times, .. }
         | Fault::RateLimited { times, .. }
         | Fault::Reset { times, .. }
         | Fault::Delay { times, .. }
-        | Fault::Trace416 { times, .. } => times,
+        | Fault::Trace416 { times, .. } => Some(times),
+        Fault::Outage { .. } => None,
     }
 }
 
 /// Take the first pending fault for `endpoint` (in insertion order) and count it down.
 pub(crate) fn take(state: &mut State, endpoint: Endpoint) -> Option<Action> {
+    // Outages that are over are gone.
+    let now = tokio::time::Instant::now();
+    state
+        .faults
+        .retain(|f| !matches!(f, Fault::Outage { until: Some(u), .. } if *u <= now));
     let idx = state
         .faults
         .iter()
@@ -155,6 +180,7 @@ pub(crate) fn take(state: &mut State, endpoint: Endpoint) -> Option<Action> {
         Fault::RateLimited { retry_after, .. } => Action::RateLimited(*retry_after),
         Fault::Reset { .. } => Action::Reset,
         Fault::Delay { by, .. } => Action::Delay(*by),
+        Fault::Outage { status, .. } => return Some(Action::Status(*status)),
         Fault::Trace416 { .. } => return None,
     };
     consume(state, idx);
@@ -175,16 +201,24 @@ pub(crate) fn take_trace416(state: &mut State, job: i64) -> bool {
 }
 
 fn consume(state: &mut State, idx: usize) {
-    let times = times_mut(&mut state.faults[idx]);
+    let Some(times) = times_mut(&mut state.faults[idx]) else {
+        return;
+    };
     *times = times.saturating_sub(1);
     if *times == 0 {
         state.faults.remove(idx);
     }
 }
 
-/// Add a fault; faults with `times == 0` are ignored.
+/// Add a fault; faults with `times == 0` are ignored; an outage starts now.
 pub(crate) fn add(state: &mut State, mut fault: Fault) {
-    if *times_mut(&mut fault) > 0 {
+    if let Fault::Outage {
+        duration, until, ..
+    } = &mut fault
+    {
+        *until = Some(tokio::time::Instant::now() + *duration);
+    }
+    if times_mut(&mut fault).is_none_or(|t| *t > 0) {
         state.faults.push(fault);
     }
 }
@@ -225,6 +259,21 @@ mod tests {
             let json = serde_json::to_value(&f).expect("serializes");
             assert_eq!(parse(json.clone()), Ok(f), "{json}");
         }
+        let outage = serde_json::json!({"kind": "outage", "endpoint": "update_job", "status": 502, "duration_ms": 120000});
+        assert_eq!(
+            parse(outage),
+            Ok(Fault::Outage {
+                endpoint: Endpoint::UpdateJob,
+                status: 502,
+                duration: Duration::from_secs(120),
+                until: None,
+            })
+        );
+        assert!(
+            parse(serde_json::json!({"kind": "outage", "endpoint": "git", "status": 502}))
+                .unwrap_err()
+                .contains("duration_ms")
+        );
         let delay = serde_json::json!({"kind": "delay", "endpoint": "git", "by_ms": 5});
         assert_eq!(
             parse(delay),

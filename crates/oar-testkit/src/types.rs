@@ -104,6 +104,7 @@ pub enum Endpoint {
 /// {"kind": "reset", "endpoint": "update_job"}
 /// {"kind": "delay", "endpoint": "request_job", "by_ms": 1500}
 /// {"kind": "trace416", "job": 1001}
+/// {"kind": "outage", "endpoint": "update_job", "status": 502, "duration_ms": 120000}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -146,6 +147,20 @@ pub enum Fault {
         by: Duration,
         /// How many requests are affected.
         times: u32,
+    },
+    /// Answer `status` to every request of `endpoint` for `duration` from when the fault is
+    /// injected: GitLab down for a while (its own upgrade, a broken load balancer).
+    Outage {
+        /// Endpoint to hit.
+        endpoint: Endpoint,
+        /// HTTP status to answer.
+        status: u16,
+        /// How long the outage lasts.
+        #[serde(rename = "duration_ms", serialize_with = "crate::util::duration_ms")]
+        duration: Duration,
+        /// When it ends (set when injected).
+        #[serde(skip)]
+        until: Option<Instant>,
     },
     /// Answer trace PATCHes of `job` with `416` and the true `Range`, even when the offset is
     /// right, `times` times.

@@ -104,6 +104,27 @@ impl FakeGitlab {
         })
     }
 
+    /// Wait until a request to `endpoint` was answered as `matches` wants (e.g. with a 403).
+    pub async fn wait_request(
+        &self,
+        endpoint: Endpoint,
+        matches: impl Fn(&RequestRecord) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<RequestRecord> {
+        let got = self
+            .shared()
+            .wait_until(timeout, |st| {
+                st.requests
+                    .iter()
+                    .find(|r| r.endpoint == Some(endpoint) && matches(r))
+                    .cloned()
+            })
+            .await;
+        got.with_context(|| {
+            format!("timed out after {timeout:?} waiting for a matching {endpoint:?} request")
+        })
+    }
+
     /// Wait until at least `n` requests to `endpoint` have arrived, answered or still in flight
     /// (e.g. a `/jobs/request` being long-polled).
     pub async fn wait_arrivals(

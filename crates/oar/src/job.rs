@@ -209,7 +209,8 @@ async fn run_shell(
         job.features.failure_reasons.clone(),
         env.reporter.clone(),
     )
-    .with_debug_trace(debug_trace);
+    .with_debug_trace(debug_trace)
+    .with_deadline(oar_job::report::job_deadline(&job, started));
     let control = JobControl {
         shutdown: shutdown.child_token(),
         ..JobControl::default()
