@@ -316,3 +316,62 @@ fn cache_credentials_are_merged_into_the_templates_s3_table() {
         .unwrap();
     assert_eq!(s3.secret_key.unwrap().expose_secret(), "secret/with+chars");
 }
+
+/// The chart's template with identity rules (arrays of tables inside `[runners.kubernetes]`)
+/// and Oar's identity tables: register keeps every rule, in order, under the new runner.
+#[test]
+fn a_templates_identity_rules_survive_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = ConfigDocument::parse(
+        r#"
+concurrent = 2
+
+[[runners]]
+  [runners.feature_flags]
+    FF_USE_ADVANCED_POD_SPEC_CONFIGURATION = true
+  [runners.kubernetes]
+    namespace = "ci"
+    image = "alpine"
+    [[runners.kubernetes.pod_spec]]
+      name = "host-network"
+      patch_type = "merge"
+      patch = '{"hostNetwork": true}'
+[[runners.kubernetes.identity]]
+  service_account = "deploy-prod"
+  projects = ["acme/platform/*"]
+  protected_ref = true
+  require_id_token = "OAR_ID_TOKEN"
+[[runners.kubernetes.identity]]
+  service_account = "tagger"
+  projects = ["acme/**"]
+  ref_type = "tag"
+[runners.kubernetes.id_token]
+  audience = "https://oar.example.com"
+[runners.kubernetes.projected_token]
+  audience = "sts.amazonaws.com"
+  path = "/var/run/secrets/sts/token"
+"#,
+        &dir.path().join("config.template.toml"),
+    )
+    .unwrap();
+    let path = dir.path().join("config.toml");
+    let mut doc = ConfigDocument::open_or_default(&path).unwrap();
+    doc.append_runner_with_template(&k8s_runner(), &template)
+        .unwrap();
+    doc.save().unwrap();
+    let text = fs_err::read_to_string(&path).unwrap();
+    let loaded = load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(loaded.warnings.is_empty(), "{:?}\n{text}", loaded.warnings);
+    let kube = loaded.config.runners[0].kubernetes.as_ref().unwrap();
+    let accounts: Vec<&str> = kube
+        .identity
+        .iter()
+        .map(|r| r.service_account.as_str())
+        .collect();
+    assert_eq!(accounts, ["deploy-prod", "tagger"], "{text}");
+    assert_eq!(kube.id_token.audience, "https://oar.example.com");
+    assert_eq!(
+        kube.projected_token.as_ref().map(|t| t.audience.as_str()),
+        Some("sts.amazonaws.com")
+    );
+}

@@ -119,6 +119,21 @@ impl Job {
 
 /// `Ok("account@namespace")` or `Err(message)`.
 fn decide(config: &KubernetesConfig, j: &Job) -> Result<String, String> {
+    let built = build(config, j)?;
+    let spec = built.pod.spec.unwrap();
+    Ok(format!(
+        "{}@{}",
+        spec.service_account_name.unwrap_or_default(),
+        built.namespace
+    ))
+}
+
+/// The job log's warnings of the pod built for `j`.
+fn warnings(config: &KubernetesConfig, j: &Job) -> Vec<String> {
+    build(config, j).unwrap().warnings
+}
+
+fn build(config: &KubernetesConfig, j: &Job) -> Result<oar_kube::BuiltPod, String> {
     let mut payload = json!({
         "id": 77, "token": "glcbt-secret-job-token",
         "job_info": {"id": 77, "name": "deploy", "project_id": 9, "project_full_path": j.project},
@@ -145,7 +160,7 @@ fn decide(config: &KubernetesConfig, j: &Job) -> Result<String, String> {
     }
     let flags = BTreeMap::new();
     let patches: BTreeMap<PathBuf, String> = BTreeMap::new();
-    let built = build_pod(&PodInput {
+    build_pod(&PodInput {
         config,
         feature_flags: &flags,
         patch_files: &patches,
@@ -161,13 +176,7 @@ fn decide(config: &KubernetesConfig, j: &Job) -> Result<String, String> {
         default_helper_image: "helper:1",
         id_tokens: &tokens,
     })
-    .map_err(|e| e.to_string())?;
-    let spec = built.pod.spec.unwrap();
-    Ok(format!(
-        "{}@{}",
-        spec.service_account_name.unwrap_or_default(),
-        built.namespace
-    ))
+    .map_err(|e| e.to_string())
 }
 
 const PROD_REFUSED: &str = "KUBERNETES_SERVICE_ACCOUNT_OVERWRITE \"deploy-prod\" refused: the job \
@@ -274,4 +283,21 @@ fn refusals_never_echo_the_job_token() {
     let j = job("acme/other", "main").asks("deploy-prod");
     let err = decide(&rules, &j).unwrap_err();
     assert!(!err.contains("glcbt-secret-job-token"), "{err}");
+}
+
+#[test]
+fn a_refused_id_token_is_explained_in_the_job_log() {
+    let rules = config(CONFIG);
+    let j = job("acme/platform/api", "main")
+        .protected()
+        .token_refused("it has expired");
+    // Rule 0 does not apply; rule 1 (no token needed) does.
+    assert_eq!(decide(&rules, &j), Ok("deploy-staging@ci".into()));
+    let warnings = warnings(&rules, &j);
+    assert_eq!(
+        warnings,
+        [
+            "ID token OAR_ID_TOKEN refused (it has expired): identity rules that require it do not apply"
+        ]
+    );
 }

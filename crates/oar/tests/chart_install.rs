@@ -71,6 +71,8 @@ struct Values {
     tail: String,
     /// `runners.cache.secretName`: the S3 keys' Secret.
     cache_secret: Option<String>,
+    /// Top-level values YAML after the rest (`jobIdentity: ...`).
+    top: String,
 }
 
 enum Token {
@@ -86,6 +88,7 @@ impl Values {
             kube_extra: String::new(),
             tail: String::new(),
             cache_secret: None,
+            top: String::new(),
         }
     }
 }
@@ -175,7 +178,8 @@ readinessProbe:
   failureThreshold: 3
 runners:
 {cache}  config: |
-{indented}"#,
+{indented}{top}"#,
+            top = v.top,
             url = quoted(&f.gl.url()),
             ir = OAR_IMAGE.0,
             ii = OAR_IMAGE.1,
@@ -959,5 +963,98 @@ async fn a_deleted_or_killed_manager_is_replaced_and_its_successor_adopts_the_jo
     chart.helm("uninstall", None, true).await;
     chart.assert_uninstalled().await;
     assert_eq!(f.gl.violations(), Vec::<String>::new());
+    chart.ns.delete().await.ok();
+}
+
+/// `jobIdentity` installed: the chart creates the job ServiceAccount with its cloud
+/// annotation and writes the rule into the runner's config; a protected job of the rule's
+/// project, with a GitLab ID token the manager verifies from its pod against FakeGitlab's
+/// keys, runs as that account; an unprotected one asking for it fails before any pod exists;
+/// `helm uninstall` removes the account.
+#[tokio::test]
+async fn a_job_identity_install_runs_protected_jobs_as_the_charts_account() {
+    let Some(chart) = Chart::setup("oar-chart-identity", false).await else {
+        return;
+    };
+    let f = Fixture::new().await;
+    let mut values = Values::glrt();
+    values.top = r#"jobIdentity:
+  serviceAccounts:
+    - name: deploy-prod
+      annotations:
+        eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/deploy-prod
+  rules:
+    - serviceAccount: deploy-prod
+      projects: ["acme/platform/*"]
+      protectedRef: true
+      requireIdToken: OAR_ID_TOKEN
+"#
+    .into();
+    let values_path = chart.write_values(&f, &values);
+    chart.helm("install", Some(&values_path), true).await;
+    chart.ready_manager(None).await;
+    let accounts = chart.ns.api::<ServiceAccount>();
+    // Before 1.24 a pod of an account also needs the account's token Secret.
+    let account =
+        oar_testkit::cluster::wait_for(&accounts, "deploy-prod", Duration::from_secs(30), |sa| {
+            sa.is_some_and(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+        })
+        .await
+        .expect("the chart's job ServiceAccount")
+        .expect("it exists");
+    assert_eq!(
+        account
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("eks.amazonaws.com/role-arn"))
+            .map(String::as_str),
+        Some("arn:aws:iam::111122223333:role/deploy-prod")
+    );
+
+    let jobs_pods = PodLog::start(&chart.ns).await;
+    let job = |protected: bool| {
+        JobSpec::new("acme/platform/api")
+            .protected(protected)
+            .id_token("OAR_ID_TOKEN", "oar")
+            .variable("GIT_STRATEGY", "none")
+            .variable("KUBERNETES_SERVICE_ACCOUNT_OVERWRITE", "deploy-prod")
+            .script(["echo deploying"])
+    };
+    let refused = f.gl.enqueue_job(job(false));
+    let refused = f.gl.wait_job_finished(refused, JOB_WAIT).await.unwrap();
+    let trace = refused.trace_str();
+    assert_eq!(refused.state, JobState::Failed, "{trace}");
+    assert!(
+        trace.contains("(protected_ref: ref \"main\" is not protected)"),
+        "{trace}"
+    );
+    assert_eq!(chart.manager_pod_creates().await, 0);
+
+    let id = f.gl.enqueue_job(job(true));
+    let done =
+        f.gl.wait_job_finished(id, Duration::from_secs(180))
+            .await
+            .unwrap();
+    let trace = done.trace_str();
+    assert_eq!(done.state, JobState::Success, "{trace}");
+    let seen = jobs_pods.pods();
+    let job_pods: Vec<_> = seen
+        .iter()
+        .filter(|(n, _)| !n.starts_with(FULLNAME))
+        .collect();
+    assert_eq!(job_pods.len(), 1, "{seen:?}");
+    assert_eq!(job_pods[0].1.as_deref(), Some("deploy-prod"), "{seen:?}");
+    // The manager deletes the job's pod (and with it its Secret).
+    chart.assert_no_job_objects().await;
+    assert_eq!(chart.manager_pod_creates().await, 1);
+
+    chart.helm("uninstall", None, true).await;
+    chart.assert_uninstalled().await;
+    oar_testkit::cluster::wait_for(&accounts, "deploy-prod", Duration::from_secs(30), |sa| {
+        sa.is_none()
+    })
+    .await
+    .expect("helm uninstall removes the job ServiceAccount");
     chart.ns.delete().await.ok();
 }

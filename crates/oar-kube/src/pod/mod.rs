@@ -793,6 +793,15 @@ pub fn build_pod(input: &PodInput<'_>) -> Result<BuiltPod, PodError> {
         ov.service_account.clone(),
         overwritten,
     )?;
+    // A job that brought an ID token which did not verify should hear why the rules that
+    // need it passed it by, rather than only notice its account later.
+    for (variable, check) in input.id_tokens {
+        if let identity::IdTokenCheck::Refused(reason) = check {
+            warnings.push(format!(
+                "ID token {variable} refused ({reason}): identity rules that require it do not apply"
+            ));
+        }
+    }
 
     let (namespace, namespace_source) = match identity.namespace.as_ref().or(ov.namespace.as_ref())
     {
