@@ -218,3 +218,82 @@ async fn a_revoked_runner_token_lets_the_running_job_finish_and_takes_no_more() 
         "{lines:#?}"
     );
 }
+
+/// A slow GitLab (every trace PATCH and state PUT answered after 5 s, some connections reset):
+/// the job is not held back by its reporting, and GitLab ends up with every byte once.
+#[tokio::test]
+async fn a_slow_gitlab_that_also_resets_connections_gets_every_byte_once() {
+    let f = Fixture::new().await;
+    f.write_config("concurrent = 1", "");
+    f.gl.create_repo("acme/widget", &[("README.md", "x\n")])
+        .unwrap();
+    let id = f.gl.enqueue_job(counting(40));
+    for endpoint in [Endpoint::PatchTrace, Endpoint::UpdateJob] {
+        f.gl.inject(Fault::Delay {
+            endpoint,
+            by: Duration::from_secs(5),
+            times: 4,
+        });
+        f.gl.inject(Fault::Reset { endpoint, times: 3 });
+    }
+    let mut runner = f.spawn_run(&[]);
+    let job =
+        f.gl.wait_job_finished(id, Duration::from_secs(240))
+            .await
+            .unwrap();
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(job.checksum_matches, "{trace}");
+    each_line_once(&trace, 40);
+    let slow =
+        f.gl.requests()
+            .iter()
+            .filter(|r| r.faulted && r.elapsed >= Duration::from_secs(5))
+            .count();
+    assert!(slow >= 4, "{slow} slow answers");
+    let _ = runner.kill().await;
+}
+
+/// `429` with `Retry-After`: the runner waits what GitLab asks before it sends that request
+/// again, and loses nothing.
+#[tokio::test]
+async fn retry_after_is_waited_for() {
+    let f = Fixture::new().await;
+    f.write_config("concurrent = 1", "");
+    f.gl.create_repo("acme/widget", &[("README.md", "x\n")])
+        .unwrap();
+    let id = f.gl.enqueue_job(counting(20));
+    for endpoint in [Endpoint::PatchTrace, Endpoint::UpdateJob] {
+        f.gl.inject(Fault::RateLimited {
+            endpoint,
+            retry_after: 2,
+            times: 2,
+        });
+    }
+    let out = f.run_single(1).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = f.finished(id).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Success, "{trace}");
+    assert!(job.checksum_matches, "{trace}");
+    each_line_once(&trace, 20);
+    for endpoint in [Endpoint::PatchTrace, Endpoint::UpdateJob] {
+        let requests = f.gl.requests_to(endpoint);
+        let limited: Vec<usize> = (0..requests.len())
+            .filter(|i| requests[*i].status == Some(429))
+            .collect();
+        assert_eq!(limited.len(), 2, "{endpoint:?}");
+        for i in limited {
+            let next = requests.get(i + 1).expect("a request after the 429");
+            let waited = next.at.duration_since(requests[i].at + requests[i].elapsed);
+            assert!(
+                waited >= Duration::from_millis(1900),
+                "{endpoint:?}: sent again after {waited:?}"
+            );
+        }
+    }
+}
