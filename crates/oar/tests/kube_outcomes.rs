@@ -600,3 +600,44 @@ async fn an_allowed_namespace_overwrite_runs_the_pod_in_that_namespace() {
     other.delete().await.ok();
     ns.delete().await.ok();
 }
+
+/// A job that writes past its emptyDir volume's `size_limit`: the kubelet evicts the pod, the
+/// job fails with a message naming the volume and its limit, and nothing is left (issue 15).
+#[tokio::test]
+async fn a_job_past_its_empty_dir_size_limit_fails_naming_the_volume() {
+    let Some((cluster, ns, f)) = setup("oar-outcome-emptydir").await else {
+        return;
+    };
+    let started = Instant::now();
+    write_kube_config(
+        &f,
+        ns.name(),
+        "    [[runners.kubernetes.volumes.empty_dir]]\n      name = \"scratch\"\n      mount_path = \"/scratch\"\n      size_limit = \"1Mi\"\n",
+        "",
+    );
+    // 200 s of ticks after the write: the kubelet's eviction manager acts within seconds.
+    let id = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script([
+                "head -c 20000000 /dev/zero > /scratch/big.bin",
+                "echo written",
+                "for i in $(seq 1 2000); do echo tick $i; sleep 0.1; done",
+            ]),
+    );
+    let out = run_single(&f, &cluster, 1).await;
+    let job = finished(&f, id, Some(&out)).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Failed, "{trace}\n{}", stderr(&out));
+    assert!(trace.contains("written"), "{trace}");
+    assert!(!trace.contains("tick 2000"), "{trace}");
+    assert!(trace.contains("evicted"), "{trace}\n{}", stderr(&out));
+    assert!(
+        trace.contains("scratch") && trace.contains("1Mi"),
+        "the message names neither the volume nor its limit:\n{trace}"
+    );
+    assert_final_update_consistent(&job);
+    assert_nothing_left(&ns).await;
+    eprintln!("took {:?}", started.elapsed());
+    ns.delete().await.ok();
+}

@@ -54,7 +54,11 @@ async fn a_full_builds_filesystem_fails_the_job_naming_it_and_the_runner_goes_on
     let job = f.finished(big).await;
     let trace = job.trace_str();
     assert_eq!(job.state, JobState::Failed, "{trace}");
-    assert_eq!(job.failure_reason.as_deref(), Some("script_failure"), "{trace}");
+    assert_eq!(
+        job.failure_reason.as_deref(),
+        Some("script_failure"),
+        "{trace}"
+    );
     assert!(trace.contains("No space left on device"), "{trace}");
     assert!(!trace.contains("never printed\n"), "{trace}");
     assert!(job.checksum_matches, "{trace}");
@@ -64,9 +68,8 @@ async fn a_full_builds_filesystem_fails_the_job_naming_it_and_the_runner_goes_on
             std::fs::remove_file(&entry).unwrap();
         }
     }
-    let next = f
-        .gl
-        .enqueue_job(JobSpec::new("acme/widget").script(["cat README.md"]));
+    let next =
+        f.gl.enqueue_job(JobSpec::new("acme/widget").script(["cat README.md"]));
     let job = f.finished(next).await;
     assert_eq!(job.state, JobState::Success, "{}", job.trace_str());
     assert!(runner.try_wait().unwrap().is_none(), "the runner stopped");
