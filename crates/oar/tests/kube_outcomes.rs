@@ -641,3 +641,68 @@ async fn a_job_past_its_empty_dir_size_limit_fails_naming_the_volume() {
     eprintln!("took {:?}", started.elapsed());
     ns.delete().await.ok();
 }
+
+/// The job namespace's ResourceQuota is lowered while a job runs: the running job is not
+/// touched and finishes; a job whose pod the quota no longer admits fails at once with the
+/// API server's reason naming the quota (issue 15; issue 14 makes the manager wait instead).
+#[tokio::test]
+async fn a_lowered_resource_quota_fails_the_next_job_at_once_naming_it() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let Some((cluster, ns, f)) = setup("oar-outcome-quota").await else {
+        return;
+    };
+    write_kube_config(&f, ns.name(), "", "");
+    let running = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script(["for i in $(seq 1 30); do echo tick $i; sleep 0.5; done"]),
+    );
+    let run = spawn_run_single(&f, &cluster, 2);
+    f.gl.wait_trace_contains(running, "tick 1\n", JOB_WAIT)
+        .await
+        .unwrap();
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "ci-pods"},
+        "spec": {"hard": {"pods": "1"}}
+    }))
+    .unwrap();
+    ns.api::<ResourceQuota>()
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    // The quota controller has counted the running pod once `used` is set.
+    wait_for(
+        &ns.api::<ResourceQuota>(),
+        "ci-pods",
+        Duration::from_secs(60),
+        |q| {
+            q.and_then(|q| q.status.as_ref()?.used.as_ref()?.get("pods").cloned())
+                .is_some_and(|n| n.0 == "1")
+        },
+    )
+    .await
+    .expect("the quota counts the running pod");
+    let refused = f.gl.enqueue_job(
+        JobSpec::new("acme/none")
+            .variable("GIT_STRATEGY", "none")
+            .script(["echo never"]),
+    );
+    let started = Instant::now();
+    let job = finished(&f, refused, None).await;
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Failed, "{trace}");
+    assert!(trace.contains("exceeded quota"), "{trace}");
+    assert!(trace.contains("ci-pods"), "{trace}");
+    assert!(!trace.contains("never\n"), "{trace}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "failed after {:?}, not at once",
+        started.elapsed()
+    );
+    let out = finish_run(run).await;
+    let job = finished(&f, running, Some(&out)).await;
+    assert_eq!(job.state, JobState::Success, "{}", job.trace_str());
+    assert!(job.checksum_matches);
+    assert_nothing_left(&ns).await;
+    ns.delete().await.ok();
+}

@@ -282,9 +282,14 @@ async fn each_job_costs_three_writes_and_no_pod_reads() {
 /// `scripts/cluster restart-apiserver`: stops the test cluster's API server and starts it
 /// again; returns once it is ready and the node is Ready again.
 async fn restart_apiserver() {
+    restart("apiserver").await;
+}
+
+/// `scripts/cluster restart-<component>` (apiserver, etcd, kubelet, containerd).
+async fn restart(component: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/cluster");
     let mut cmd = tokio::process::Command::new(script);
-    cmd.arg("restart-apiserver");
+    cmd.arg(format!("restart-{component}"));
     // The cluster the tests were pointed at, whatever this process's HOME.
     if let Some(state) = std::env::var_os("OAR_TEST_CLUSTER_STATE")
         && let Some(dir) = std::path::Path::new(&state).parent()
@@ -293,11 +298,11 @@ async fn restart_apiserver() {
     }
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
-        .expect("restart-apiserver ends")
+        .expect("the restart ends")
         .expect("scripts/cluster runs");
     assert!(
         out.status.success(),
-        "scripts/cluster restart-apiserver: {}\n{}",
+        "scripts/cluster restart-{component}: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -458,5 +463,171 @@ async fn an_adopted_pod_that_dies_without_reporting_is_reported_by_the_new_manag
         "trace of the job whose adopted pod died:\n{}",
         job.trace_str()
     );
+    ns.delete().await.ok();
+}
+
+/// Restarts `component` of the test cluster while two jobs run in their pods, then checks
+/// that both finish with every byte of their logs, that a job created after the restart runs
+/// too, and that nothing is left (issue 15).
+async fn component_restart_mid_job(component: &str) {
+    let _serial = SERIAL.lock().await;
+    let Some((_cluster, ns, f)) = setup(&format!("oar-restart-{component}")).await else {
+        return;
+    };
+    const TICKS: u32 = 25;
+    let (kubeconfig, _user) = manager_kubeconfig(&f, &ns).await;
+    write_run_config(&f, "concurrent = 4", ns.name(), "");
+    f.gl.create_repo("acme/widget", &[("README.md", "hi\n")])
+        .unwrap();
+    let ids = [
+        f.gl.enqueue_job(ticking_job(TICKS)),
+        f.gl.enqueue_job(ticking_job(TICKS)),
+    ];
+    let mut oar = RunningOar::spawn(&f, &kubeconfig, "oar");
+    wait_first_ticks(&f, &ids).await;
+    let at = Instant::now();
+    restart(component).await;
+    let took = at.elapsed();
+    for &id in &ids {
+        assert!(
+            !f.gl.job(id).state.is_terminal(),
+            "job {id} must outlast the {component} restart: raise TICKS"
+        );
+    }
+    let third =
+        f.gl.enqueue_job(JobSpec::new("acme/widget").script(["echo after"]));
+    for &id in &ids {
+        let job = f.gl.wait_job_finished(id, JOBS_WAIT).await.unwrap();
+        assert_full_log(&job, TICKS);
+    }
+    let job3 = f.gl.wait_job_finished(third, JOBS_WAIT).await.unwrap();
+    assert_eq!(job3.state, JobState::Success, "{}", job3.trace_str());
+    assert_nothing_left(&ns).await;
+    let (status, _) = oar.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    eprintln!(
+        "{component} restart ({:.1}s) with 2 running jobs: both finished byte-exact",
+        took.as_secs_f64()
+    );
+    ns.delete().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restart_mid_job_loses_nothing() {
+    component_restart_mid_job("etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_restart_mid_job_loses_nothing() {
+    component_restart_mid_job("kubelet").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containerd_restart_mid_job_loses_nothing() {
+    component_restart_mid_job("containerd").await;
+}
+
+/// Sets the test node's `spec.unschedulable` (what `kubectl cordon` / `uncordon` do).
+async fn cordon(cluster: &oar_testkit::cluster::TestCluster, on: bool) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+    let nodes: Api<Node> = Api::all(cluster.client());
+    for node in nodes.list(&Default::default()).await.unwrap() {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        nodes
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"unschedulable": on}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Uncordons the node when dropped, even when the test fails: a node left cordoned would fail
+/// every later cluster test.
+struct Uncordon {
+    kubeconfig: std::path::PathBuf,
+    audit_log: std::path::PathBuf,
+}
+
+impl Drop for Uncordon {
+    fn drop(&mut self) {
+        let (kubeconfig, audit_log) = (self.kubeconfig.clone(), self.audit_log.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let cluster = oar_testkit::cluster::TestCluster::connect(&kubeconfig, &audit_log)
+                    .await
+                    .expect("the cluster");
+                cordon(&cluster, false).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// The node is cordoned and drained (its job pods evicted through the Eviction API, as
+/// `kubectl drain` does) while a job runs: the job fails once, with a readable message; a job
+/// taken while the node is cordoned fails after `poll_timeout` with the scheduler's reason;
+/// after `uncordon` jobs run again; nothing is left (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cordoned_and_drained_node_fails_its_jobs_once_and_readably() {
+    use kube::api::EvictParams;
+    let _serial = SERIAL.lock().await;
+    let Some((cluster, ns, f)) = setup("oar-restart-drain").await else {
+        return;
+    };
+    let (kubeconfig, _user) = manager_kubeconfig(&f, &ns).await;
+    write_run_config(&f, "concurrent = 4", ns.name(), "    poll_timeout = 15\n");
+    f.gl.create_repo("acme/widget", &[("README.md", "hi\n")])
+        .unwrap();
+    let drained = f.gl.enqueue_job(ticking_job(200));
+    let mut oar = RunningOar::spawn(&f, &kubeconfig, "oar");
+    wait_first_ticks(&f, &[drained]).await;
+    let _uncordon = Uncordon {
+        kubeconfig: cluster.kubeconfig_path().to_owned(),
+        audit_log: cluster.audit_log_path().to_owned(),
+    };
+    cordon(&cluster, true).await;
+    let pods = job_pods(&ns).await;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let pod_name = pods[0].metadata.name.clone().unwrap_or_default();
+    ns.api::<Pod>()
+        .evict(&pod_name, &EvictParams::default())
+        .await
+        .expect("eviction accepted");
+    let job = f.gl.wait_job_finished(drained, JOBS_WAIT).await.unwrap();
+    let trace = job.trace_str();
+    assert_eq!(job.state, JobState::Failed, "{trace}");
+    assert!(
+        trace.contains("evicted") || trace.contains("deleted"),
+        "{trace}"
+    );
+    assert!(!trace.contains("tick {drained} 200\n"), "{trace}");
+    // Reported once: one failure in the log, and GitLab's job ended with it.
+    assert_eq!(trace.matches("ERROR: Job failed").count(), 1, "{trace}");
+    assert!(job.finished, "{trace}");
+    // Cordoned: a new job's pod cannot be scheduled.
+    let stuck =
+        f.gl.enqueue_job(JobSpec::new("acme/widget").script(["echo never"]));
+    let job = f.gl.wait_job_finished(stuck, JOBS_WAIT).await.unwrap();
+    let trace = job.trace_str();
+    cordon(&cluster, false).await;
+    assert_eq!(job.state, JobState::Failed, "{trace}");
+    assert!(trace.to_lowercase().contains("unschedulable"), "{trace}");
+    assert!(!trace.contains("never\n"), "{trace}");
+    // Uncordoned: jobs run again.
+    let after =
+        f.gl.enqueue_job(JobSpec::new("acme/widget").script(["echo after"]));
+    let job = f.gl.wait_job_finished(after, JOBS_WAIT).await.unwrap();
+    assert_eq!(job.state, JobState::Success, "{}", job.trace_str());
+    assert_nothing_left(&ns).await;
+    let (status, _) = oar.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
     ns.delete().await.ok();
 }
