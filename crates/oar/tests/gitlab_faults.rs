@@ -26,11 +26,11 @@ fn each_line_once(trace: &str, n: u32) {
     }
 }
 
-/// GitLab answers 502 to every trace PATCH and state PUT for two minutes, starting while the
-/// job writes: the runner keeps the log, backs off, and once GitLab is back delivers the whole
+/// GitLab answers 500/503, then 502, to every trace PATCH and state PUT for two minutes,
+/// starting while the job writes: the runner keeps the log, backs off, and once GitLab is back delivers the whole
 /// trace and the final state. Nothing is lost or doubled, and the runner did not hammer GitLab.
 #[tokio::test]
-async fn two_minutes_of_502_on_trace_and_state_lose_nothing() {
+async fn two_minutes_of_5xx_on_trace_and_state_lose_nothing() {
     const OUTAGE: Duration = Duration::from_secs(120);
     let f = Fixture::new().await;
     f.write_config("concurrent = 1", "");
@@ -42,7 +42,14 @@ async fn two_minutes_of_502_on_trace_and_state_lose_nothing() {
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
-    for endpoint in [Endpoint::PatchTrace, Endpoint::UpdateJob] {
+    // 500 on the trace, 503 on the state, then 502 on both: a GitLab upgrading itself.
+    for (endpoint, status) in [(Endpoint::PatchTrace, 500), (Endpoint::UpdateJob, 503)] {
+        f.gl.inject(Fault::Outage {
+            endpoint,
+            status,
+            duration: OUTAGE / 2,
+            until: None,
+        });
         f.gl.inject(Fault::Outage {
             endpoint,
             status: 502,
