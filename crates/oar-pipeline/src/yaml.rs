@@ -274,7 +274,19 @@ impl Builder<'_> {
             }
             Event::Scalar(text, style, anchor, tag) => {
                 self.spend((1, text.len()), &loc)?;
-                let value = scalar(&text, style, tag.as_deref()).map_err(|m| self.err(&loc, m))?;
+                // A plain mapping key that Psych would read as a YAML 1.1 boolean (`on:`,
+                // `no:`) keeps its text: GitLab's job and variable names are strings.
+                let is_key = matches!(self.stack.last(), Some(Frame::Map { pending: None, .. }));
+                let value = match scalar(&text, style, tag.as_deref()) {
+                    Ok(Value::Bool(_))
+                        if is_key
+                            && tag.is_none()
+                            && !matches!(text.to_ascii_lowercase().as_str(), "true" | "false") =>
+                    {
+                        Value::Str(text.to_string())
+                    }
+                    v => v.map_err(|m| self.err(&loc, m))?,
+                };
                 let node = Node::new(value, loc);
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
@@ -499,12 +511,20 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, St
     })
 }
 
-/// YAML 1.2 core schema resolution of a plain scalar.
+/// Resolution of a plain scalar: the YAML 1.2 core schema, except for booleans, which are
+/// Ruby Psych's (GitLab's YAML 1.1 parser): `yes`, `on` and `true` in any case are true, `no`,
+/// `off` and `false` false. So `allow_failure: yes` is a boolean and `VAR: on` is `"true"`,
+/// as in GitLab.
 fn resolve_plain(text: &str) -> Value {
+    if text.len() <= 5 {
+        match text.to_ascii_lowercase().as_str() {
+            "yes" | "on" | "true" => return Value::Bool(true),
+            "no" | "off" | "false" => return Value::Bool(false),
+            _ => {}
+        }
+    }
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
             return Value::Float(f64::INFINITY);
         }
@@ -561,6 +581,25 @@ mod tests {
         assert_eq!(m["e"].1.value, Value::Null);
         assert_eq!(m["g"].1.value, Value::Str("1.2.3".into()));
         assert_eq!(m["f"].1.loc.line, 6);
+    }
+
+    #[test]
+    fn booleans_are_psychs() {
+        let n = one("a: yes\nb: On\nc: OFF\nd: no\ne: 'yes'\nf: y\ng: tRuE\nh: yesterday\n");
+        let m = n.as_map().unwrap();
+        assert_eq!(m["a"].1.value, Value::Bool(true));
+        assert_eq!(m["b"].1.value, Value::Bool(true));
+        assert_eq!(m["c"].1.value, Value::Bool(false));
+        assert_eq!(m["d"].1.value, Value::Bool(false));
+        assert_eq!(m["e"].1.value, Value::Str("yes".into()));
+        assert_eq!(m["f"].1.value, Value::Str("y".into()));
+        assert_eq!(m["g"].1.value, Value::Bool(true));
+        assert_eq!(m["h"].1.value, Value::Str("yesterday".into()));
+        // Keys keep their text: a job named `off` is `off`.
+        let n = one("off: no\nyes: 1\n");
+        let m = n.as_map().unwrap();
+        assert_eq!(m["off"].1.value, Value::Bool(false));
+        assert_eq!(m["yes"].1.value, Value::Int(1));
     }
 
     #[test]

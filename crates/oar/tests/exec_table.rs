@@ -447,4 +447,5 @@ cases! {
     workflow_rules_never,
     workflow_rules_no_match,
     workflow_rules_variables,
+    yaml11_booleans,
 }
