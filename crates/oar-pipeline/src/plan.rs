@@ -634,6 +634,7 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
                 match &need.matrix {
                     None => list.iter().map(|(n, _)| n).collect(),
                     Some(mx) => {
+                        let mx = &matrix_refs(mx, &inst.matrix).map_err(at)?;
                         let sel: Vec<&String> = list
                             .iter()
                             .filter(|(_, vars)| matrix_selects(mx, vars))
@@ -945,6 +946,52 @@ pub(crate) fn plan(pipeline: &Pipeline, ctx: &Context) -> Result<Plan> {
         };
     }
     Ok(plan)
+}
+
+/// `needs:parallel:matrix` with `$[[ matrix.NAME ]]` values replaced by this job's own matrix
+/// value `NAME` (GitLab's 1:1 needs between two matrices).
+fn matrix_refs(
+    mx: &[IndexMap<String, Vec<String>>],
+    own: &[(String, String)],
+) -> std::result::Result<Vec<IndexMap<String, Vec<String>>>, String> {
+    let resolve = |value: &String| -> std::result::Result<String, String> {
+        let Some(inner) = value
+            .trim()
+            .strip_prefix("$[[")
+            .and_then(|v| v.strip_suffix("]]"))
+        else {
+            return Ok(value.clone());
+        };
+        let Some(name) = inner.trim().strip_prefix("matrix.") else {
+            return Err(format!(
+                "{value:?}: only $[[ matrix.NAME ]] is known in needs:parallel:matrix"
+            ));
+        };
+        own.iter()
+            .find(|(k, _)| k == name.trim())
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                format!(
+                    "{value:?}: this job has no parallel:matrix value {}",
+                    name.trim()
+                )
+            })
+    };
+    mx.iter()
+        .map(|entry| {
+            entry
+                .iter()
+                .map(|(k, vals)| {
+                    Ok((
+                        k.clone(),
+                        vals.iter()
+                            .map(resolve)
+                            .collect::<std::result::Result<_, _>>()?,
+                    ))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn matrix_selects(mx: &[IndexMap<String, Vec<String>>], vars: &[(String, String)]) -> bool {

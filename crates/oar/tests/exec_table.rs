@@ -376,6 +376,8 @@ cases! {
     needs_later_stage_invalid,
     needs_manual_job,
     needs_matrix_job_by_name,
+    needs_matrix_refs,
+    needs_matrix_refs_invalid,
     needs_missing_invalid,
     needs_optional,
     needs_optional_present,
