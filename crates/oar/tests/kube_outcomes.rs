@@ -648,16 +648,20 @@ async fn a_job_past_its_empty_dir_size_limit_fails_naming_the_volume() {
 #[tokio::test]
 async fn a_lowered_resource_quota_fails_the_next_job_at_once_naming_it() {
     use k8s_openapi::api::core::v1::ResourceQuota;
-    let Some((cluster, ns, f)) = setup("oar-outcome-quota").await else {
+    let Some((_cluster, ns, f)) = setup("oar-outcome-quota").await else {
         return;
     };
-    write_kube_config(&f, ns.name(), "", "");
+    // `oar run` (not run-single, which takes one job at a time): the second job is taken
+    // while the first runs.
+    let (kubeconfig, _user) = common::kube_run::manager_kubeconfig(&f, &ns).await;
+    common::kube_run::write_run_config(&f, "concurrent = 4", ns.name(), "");
     let running = f.gl.enqueue_job(
         JobSpec::new("acme/none")
             .variable("GIT_STRATEGY", "none")
-            .script(["for i in $(seq 1 30); do echo tick $i; sleep 0.5; done"]),
+            // 60 s: it must outlast the quota controller counting it and the refusal.
+            .script(["for i in $(seq 1 120); do echo tick $i; sleep 0.5; done"]),
     );
-    let run = spawn_run_single(&f, &cluster, 2);
+    let mut oar = common::kube_run::RunningOar::spawn(&f, &kubeconfig, "oar");
     f.gl.wait_trace_contains(running, "tick 1\n", JOB_WAIT)
         .await
         .unwrap();
@@ -689,6 +693,10 @@ async fn a_lowered_resource_quota_fails_the_next_job_at_once_naming_it() {
     );
     let started = Instant::now();
     let job = finished(&f, refused, None).await;
+    assert!(
+        !f.gl.job(running).state.is_terminal(),
+        "the running job ended before the refusal: the test proves nothing (raise its ticks)"
+    );
     let trace = job.trace_str();
     assert_eq!(job.state, JobState::Failed, "{trace}");
     assert!(trace.contains("exceeded quota"), "{trace}");
@@ -699,10 +707,11 @@ async fn a_lowered_resource_quota_fails_the_next_job_at_once_naming_it() {
         "failed after {:?}, not at once",
         started.elapsed()
     );
-    let out = finish_run(run).await;
-    let job = finished(&f, running, Some(&out)).await;
+    let job = finished(&f, running, None).await;
     assert_eq!(job.state, JobState::Success, "{}", job.trace_str());
     assert!(job.checksum_matches);
     assert_nothing_left(&ns).await;
+    let (status, _) = oar.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
     ns.delete().await.ok();
 }
