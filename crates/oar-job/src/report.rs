@@ -527,6 +527,12 @@ impl Reporter {
                         job_id = self.job_id,
                         "GitLab asked for the whole trace again"
                     );
+                    // GitLab checked a checksum, which goes only with a log that is the whole
+                    // trace: no one else's bytes are in it, so the next 416 says how much of
+                    // ours GitLab kept (appending after it would repeat that much).
+                    if cursor.whole() {
+                        cursor.appending = false;
+                    }
                     cursor.sent = 0;
                     failures += 1;
                 }
