@@ -8,6 +8,8 @@
 pub mod archive;
 pub mod cache;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod remote;
 pub mod s3;
 pub mod select;

@@ -44,6 +44,8 @@ mod duration;
 mod edit;
 mod error;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzz;
 mod global;
 pub mod kubernetes;
 mod load;

@@ -9,6 +9,8 @@ pub mod context;
 pub mod driver;
 pub mod error;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod mask;
 pub mod outcome;
 pub mod podstep;

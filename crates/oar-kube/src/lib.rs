@@ -15,6 +15,8 @@
 //! through `oar_testkit::cluster`.
 
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod glob;
 pub mod identity;
 pub mod lifecycle;
